@@ -1,0 +1,34 @@
+# SPDX-License-Identifier: BSD-3-Clause
+# The front door: each target installs missing Debian build dependencies, then drives CMake.
+BUILD ?= build
+PREFIX ?= /usr/local
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+CMAKE_FLAGS ?=
+
+.PHONY: all deps configure test demo install asan clean
+
+all: configure
+	cmake --build $(BUILD) -j $(JOBS)
+
+deps:
+	@sh scripts/deps.sh
+
+configure: deps
+	@test -f $(BUILD)/CMakeCache.txt || cmake -S . -B $(BUILD) $(CMAKE_FLAGS)
+
+test: all
+	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS)
+
+demo: all
+	$(BUILD)/examples/afdt-handoff-demo
+
+install: all
+	cmake --install $(BUILD) --prefix $(PREFIX)
+
+asan: deps
+	@test -f build-asan/CMakeCache.txt || cmake -S . -B build-asan -DAFDT_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug
+	cmake --build build-asan -j $(JOBS)
+	ctest --test-dir build-asan --output-on-failure -j $(JOBS)
+
+clean:
+	rm -rf $(BUILD) build-asan

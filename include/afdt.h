@@ -1,0 +1,309 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+/*
+ * afdt.h - pass open file descriptors between processes over Unix domain sockets.
+ *
+ * The first part of this header is the interface of libafdt 0.1 (2009): the same
+ * names, values, signatures and wire format, so programs written for it build and
+ * run unchanged.  The second part, after "Extensions", is new in libafdt 1.x.
+ *
+ * Wire format: one frame is a uint32_t payload length in host byte order, then
+ * the payload (0 to AFDT_MSGLEN bytes), written by one sendmsg(2), with the
+ * descriptors it carries attached as SCM_RIGHTS ancillary data.
+ *
+ * Every descriptor the library creates or receives is close-on-exec.  No call
+ * raises SIGPIPE.  There is no global mutable state: the low-level and
+ * synchronous calls may run on many threads at once; an event_base and the
+ * servers and clients on it belong to the thread that runs its loop.
+ */
+#ifndef AFDT_H
+#define AFDT_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(AFDT_BUILDING) && defined(__GNUC__)
+#define AFDT_EXPORT __attribute__((visibility("default")))
+#else
+#define AFDT_EXPORT
+#endif
+
+/** The largest frame, its 4-byte length header included. */
+#define AFDT_FULL_MSGLEN 0x200
+
+/** The largest payload of one frame. */
+#define AFDT_MSGLEN (AFDT_FULL_MSGLEN - sizeof(uint32_t))
+
+/* Incomplete here: include <event2/event.h> (or <event.h>) and <sys/time.h>. */
+struct event_base;
+struct timeval;
+
+/** The high-level step during which an error happened. */
+enum afdt_phase {
+    AFDT_NO_PHASE,
+    AFDT_CREATE_SERVER,
+    AFDT_ACCEPT_CLIENT,
+    AFDT_HANDLE_REQUEST,
+    AFDT_CREATE_CLIENT,
+    AFDT_HANDLE_RESPONSE,
+};
+
+/** The operation that failed.  New values are only ever appended. */
+enum afdt_operation {
+    AFDT_NO_OPERATION,
+    AFDT_MALLOC,
+    AFDT_SOCKET,
+    AFDT_PATHNAME,
+    AFDT_BIND,
+    AFDT_LISTEN,
+    AFDT_ACCEPT,
+    AFDT_CONNECT,
+    AFDT_FORMAT,
+    AFDT_SENDMSG,
+    AFDT_RECVMSG,
+    AFDT_EVENT_BASE_SET,
+    AFDT_EVENT_ADD,
+    AFDT_POLL,
+    AFDT_TIMEOUT,
+};
+
+/**
+ * What went wrong.  @message is never NULL ("" when there is nothing to add)
+ * and points to static storage.  Every failing call also leaves errno set: the
+ * failed system call's code, ETIMEDOUT for AFDT_TIMEOUT, or 0 when no system
+ * error applies (a malformed frame, say).
+ */
+struct afdt_error_t {
+    enum afdt_phase phase;
+    enum afdt_operation operation;
+    const char *message;
+};
+
+/** No phase, no operation, message "". */
+AFDT_EXPORT extern const struct afdt_error_t AFDT_ERROR_T_INIT;
+
+/** The enumerator's own name ("AFDT_CREATE_SERVER"), or "UNKNOWN". Never NULL. */
+AFDT_EXPORT const char *afdt_phase_str(enum afdt_phase phase);
+
+/** The enumerator's own name ("AFDT_BIND"), or "UNKNOWN". Never NULL. */
+AFDT_EXPORT const char *afdt_operation_str(enum afdt_operation operation);
+
+/* ---------------------------------------------------------------------------
+ * Low-level interface.  These calls block or not as the caller's socket does.
+ * They return >= 0 on success and < 0 on failure, with @err filled in (@err
+ * may be NULL) and errno set.  On failure *content_len is never larger than on
+ * entry and *received_fd is -1.
+ * ------------------------------------------------------------------------- */
+
+/**
+ * Create a Unix stream socket bound to @fname and listening (backlog
+ * SOMAXCONN).  @fname must not exist.  A name starting with '@' is a Linux
+ * abstract socket (the rest of the name, no trailing NUL).
+ *
+ * Returns the listening socket (close-on-exec, blocking, owned by the caller).
+ * Fails with AFDT_PATHNAME (ENAMETOOLONG: too long for sun_path; EINVAL: NULL
+ * or empty), AFDT_SOCKET, AFDT_BIND (EADDRINUSE when @fname exists) or
+ * AFDT_LISTEN.
+ */
+AFDT_EXPORT int afdt_listen(const char *fname, struct afdt_error_t *err);
+
+/**
+ * Connect a new Unix stream socket to the server at @fname ('@' = abstract).
+ *
+ * Returns the connected socket (close-on-exec, blocking, owned by the caller).
+ * Fails with AFDT_PATHNAME, AFDT_SOCKET or AFDT_CONNECT (the system's errno:
+ * ENOENT, ECONNREFUSED, EAGAIN when the server's backlog is full, ...).
+ */
+AFDT_EXPORT int afdt_connect(const char *fname, struct afdt_error_t *err);
+
+/**
+ * Send one frame: @content_len bytes of @content, and @fd_to_send if it is
+ * >= 0.  The caller keeps its own copy of @fd_to_send.  @content may be NULL
+ * when @content_len is 0.  On a non-blocking socket with no room at all it
+ * fails with AFDT_SENDMSG and EAGAIN; a frame once begun is finished.
+ *
+ * Fails with AFDT_FORMAT (errno 0) when @content_len > AFDT_MSGLEN, and with
+ * AFDT_SENDMSG (EBADF for a bad @fd_to_send, EPIPE when the peer is gone, ...).
+ */
+AFDT_EXPORT int afdt_send_fd_msg(int connfd, const uint8_t *content, uint32_t content_len,
+                                 int fd_to_send, struct afdt_error_t *err);
+
+/** afdt_send_fd_msg() without a descriptor. */
+AFDT_EXPORT int afdt_send_plain_msg(int connfd, const uint8_t *content, uint32_t content_len,
+                                    struct afdt_error_t *err);
+
+/**
+ * Receive exactly one frame, and never a byte after it.  *content_len is the
+ * size of @content on entry and the payload length on return; @content may be
+ * NULL when *content_len is 0.  *received_fd is the descriptor that came with
+ * the frame (close-on-exec, now owned by the caller) or -1.  Further
+ * descriptors in the same frame are closed.
+ *
+ * On a non-blocking socket with no frame begun it fails with AFDT_RECVMSG and
+ * EAGAIN; a frame once begun is finished before it returns.
+ *
+ * Fails with AFDT_RECVMSG (the system's errno; 0 at end of file; EMFILE when
+ * the kernel dropped descriptors because this process has no room for them),
+ * AFDT_POLL, or AFDT_FORMAT (errno 0: the length exceeds AFDT_MSGLEN or
+ * *content_len, or the stream ends inside the frame).  Every descriptor that
+ * came with a failed frame is closed.  A frame within AFDT_MSGLEN but too big
+ * for the buffer is consumed, so the stream stays in step.
+ */
+AFDT_EXPORT int afdt_recv_fd_msg(int connfd, uint8_t *content, uint32_t *content_len,
+                                 int *received_fd, struct afdt_error_t *err);
+
+/** afdt_recv_fd_msg() that closes any descriptor that arrives. */
+AFDT_EXPORT int afdt_recv_plain_msg(int connfd, uint8_t *content, uint32_t *content_len,
+                                    struct afdt_error_t *err);
+
+/* ---------------------------------------------------------------------------
+ * Asynchronous interface, on a libevent 2.x event_base.  One exchange is one
+ * request frame from the client (no descriptor) and one response frame from
+ * the server (with a descriptor, or not); then the server closes the
+ * connection.
+ * ------------------------------------------------------------------------- */
+
+/**
+ * Server callback for one request.  @response has room for *response_length
+ * (AFDT_MSGLEN) bytes: write the response there and set *response_length to
+ * its length (0 for none).  Return the descriptor to send, or < 0 for none.
+ * The library never closes the returned descriptor.
+ */
+typedef int (*afdt_request_handler_t)(const uint8_t *request, uint32_t request_length,
+                                      uint8_t *response, uint32_t *response_length,
+                                      void *userdata);
+
+/**
+ * Client callback with the server's response.  @received_fd is the descriptor
+ * that came with it (owned by the callback from now on), or < 0 for none.
+ */
+typedef void (*afdt_response_handler_t)(const uint8_t *response, uint32_t response_length,
+                                        int received_fd, void *userdata);
+
+/**
+ * Server callback run after a response was sent and before control returns to
+ * the loop; @sent_fd is what the request handler returned (a typical post
+ * handler closes it).
+ */
+typedef void (*afdt_post_handler_t)(const uint8_t *request, uint32_t request_length,
+                                    const uint8_t *response, uint32_t response_length,
+                                    int sent_fd, void *userdata);
+
+/** Callback for errors; @err and its message live for the duration of the call. */
+typedef void (*afdt_error_handler_t)(const struct afdt_error_t *err, void *userdata);
+
+/** A post handler that does nothing. */
+AFDT_EXPORT void afdt_no_post(const uint8_t *request, uint32_t request_length,
+                              const uint8_t *response, uint32_t response_length, int sent_fd,
+                              void *userdata);
+
+/**
+ * Serve descriptors at @fname (which must not exist) on the loop @eb.
+ *
+ * For each client the request handler, then (once the response is sent) the
+ * post handler, are called; errors on one connection go to @error_handler
+ * (phase AFDT_ACCEPT_CLIENT or AFDT_HANDLE_REQUEST) and never stop the server.
+ * A bad client cannot hurt it: descriptors sent with a request are closed
+ * (the request is answered as usual); each connection has 10 seconds to send
+ * its request; at most 1,024 connections are open, and when full the oldest
+ * connection still waiting for its request is dropped; when out of
+ * descriptors it pauses accepting for at most 100 ms at a time.
+ *
+ * @post_handler may be NULL (as afdt_no_post).  @out_close_handle, if not
+ * NULL, receives the handle for afdt_close_server().  Returns >= 0 on
+ * success.  On failure calls @error_handler (phase AFDT_CREATE_SERVER;
+ * operation AFDT_PATHNAME, AFDT_SOCKET, AFDT_BIND, AFDT_LISTEN, AFDT_MALLOC or
+ * AFDT_EVENT_ADD; AFDT_EVENT_BASE_SET with EINVAL when @eb or @request_handler
+ * is NULL) and returns < 0 with errno set.  With a NULL @error_handler it
+ * returns -1 and EINVAL.
+ */
+AFDT_EXPORT int afdt_create_server(const char *fname, struct event_base *eb,
+                                   afdt_request_handler_t request_handler,
+                                   afdt_post_handler_t post_handler,
+                                   afdt_error_handler_t error_handler, void **out_close_handle,
+                                   void *userdata);
+
+/**
+ * Stop accepting and close the listening socket.  Exchanges in progress finish
+ * normally, including the one whose callback is calling this: its response is
+ * still sent.  Once none is left the server holds no event in the loop and its
+ * memory is freed.  May be called from inside any of the server's callbacks.
+ * The handle must not be used again.  Returns 0, or -1 with EINVAL for NULL.
+ */
+AFDT_EXPORT int afdt_close_server(void *close_handle);
+
+/**
+ * Ask the server at @fname for a descriptor, without blocking the loop:
+ * connect (retried while the server's backlog is full), send @request, and
+ * wait for the response.  Exactly one of @response_handler and
+ * @error_handler is called, once, from the loop, unless @timeout is NULL and
+ * the server never answers.  @timeout covers the whole exchange, connect
+ * included; it reports AFDT_TIMEOUT (ETIMEDOUT) in phase AFDT_HANDLE_RESPONSE.
+ *
+ * Returns >= 0 when the exchange is under way.  A failure here (bad arguments,
+ * AFDT_PATHNAME, AFDT_SOCKET, AFDT_CONNECT, AFDT_SENDMSG, AFDT_FORMAT for a
+ * request longer than AFDT_MSGLEN, AFDT_MALLOC, AFDT_EVENT_ADD) calls
+ * @error_handler with phase AFDT_CREATE_CLIENT before returning < 0.
+ */
+AFDT_EXPORT int afdt_create_client(const char *fname, struct event_base *eb,
+                                   const uint8_t *request, uint32_t request_length,
+                                   afdt_response_handler_t response_handler,
+                                   afdt_error_handler_t error_handler,
+                                   const struct timeval *timeout, void *userdata);
+
+/* ---------------------------------------------------------------------------
+ * Synchronous client.
+ * ------------------------------------------------------------------------- */
+
+/**
+ * One blocking exchange with the server at @fname.  @timeout (NULL: wait
+ * forever; a tv_usec of a million or more counts in full) covers the whole
+ * exchange.  *response_length is the size of @response on entry and the
+ * payload length on return; @response may be NULL when it is 0.
+ * *received_fd is the descriptor received (owned by the caller) or -1.
+ *
+ * Returns >= 0 on success; < 0 on failure with @err filled in (phase
+ * AFDT_NO_PHASE; operation as for afdt_connect(), afdt_send_fd_msg() and
+ * afdt_recv_fd_msg(), AFDT_POLL, or AFDT_TIMEOUT with ETIMEDOUT).
+ * The connection is closed on every path.
+ */
+AFDT_EXPORT int afdt_sync_client(const char *fname, const uint8_t *request,
+                                 uint32_t request_length, uint8_t *response,
+                                 uint32_t *response_length, int *received_fd,
+                                 const struct timeval *timeout, struct afdt_error_t *err);
+
+/* ===========================================================================
+ * Extensions (libafdt 1.x).  Nothing above changes meaning.
+ * ========================================================================= */
+
+/** The most descriptors one frame can carry (the kernel's SCM_MAX_FD). */
+#define AFDT_MAX_FDS 253
+
+/**
+ * Send one frame carrying @nfds (0 to AFDT_MAX_FDS) descriptors from @fds.
+ * The caller keeps its copies.  A 2009 receiver gets the first descriptor of
+ * such a frame (its kernel drops the rest).  Fails as afdt_send_fd_msg(), and
+ * with AFDT_FORMAT (EINVAL) when @nfds > AFDT_MAX_FDS or @fds is NULL while
+ * @nfds > 0.
+ */
+AFDT_EXPORT int afdt_send_fds_msg(int connfd, const uint8_t *content, uint32_t content_len,
+                                  const int *fds, uint32_t nfds, struct afdt_error_t *err);
+
+/**
+ * Receive one frame and up to *nfds descriptors into @fds.  *nfds is the
+ * capacity of @fds on entry (at most AFDT_MAX_FDS is used) and the count
+ * received on return; the caller owns them.  More descriptors than the
+ * capacity is an AFDT_FORMAT error (errno EMSGSIZE) with every received
+ * descriptor closed.  Otherwise fails as afdt_recv_fd_msg(); on failure *nfds
+ * is 0.
+ */
+AFDT_EXPORT int afdt_recv_fds_msg(int connfd, uint8_t *content, uint32_t *content_len,
+                                  int *fds, uint32_t *nfds, struct afdt_error_t *err);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* AFDT_H */

@@ -1,0 +1,208 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+/* The libevent client: connect, send, receive, all without blocking the loop. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+
+#include <event2/event.h>
+#include <event2/event_struct.h>
+
+#include "internal.h"
+
+/* While the server's backlog is full, connect is retried after a pause that
+ * doubles from 1 ms up to 64 ms. */
+#define RETRY_FIRST_US 1000
+#define RETRY_MAX_US (64 * 1000)
+
+enum client_state { CONNECTING, SENDING, RECEIVING };
+
+struct client {
+    struct event_base *eb;
+    struct event ev;
+    int sock;
+    enum client_state state;
+    int64_t deadline_us; /* < 0: none */
+    int64_t retry_us;
+    struct afdt__addr addr;
+    afdt_response_handler_t on_response;
+    afdt_error_handler_t on_error;
+    void *userdata;
+    struct afdt__frame_out out;
+    struct afdt__frame_in in;
+    int fd;
+    uint8_t req[AFDT_MSGLEN];
+    uint8_t resp[AFDT_MSGLEN];
+};
+
+static void on_client(evutil_socket_t sock, short what, void *arg);
+
+/* The exchange is over: release everything, then make the one callback. */
+static void client_finish(struct client *c, enum afdt_phase phase, const struct afdt__fail *f) {
+    event_del(&c->ev);
+    afdt__close(c->sock);
+    if (f) {
+        struct afdt_error_t e = AFDT_ERROR_T_INIT;
+        afdt__report(&e, phase, f);
+        c->on_error(&e, c->userdata);
+    } else {
+        c->on_response(c->resp, c->in.len, c->fd, c->userdata); /* fd is theirs now */
+    }
+    free(c);
+}
+
+static void client_fail(struct client *c, enum afdt_phase phase, enum afdt_operation op,
+                        int errnum, const char *msg) {
+    struct afdt__fail f;
+    afdt__fail(&f, op, errnum, msg);
+    client_finish(c, phase, &f);
+}
+
+/* Wait for @what on the socket (or, with 0, for the retry timer), within the
+ * deadline. */
+static int client_arm(struct client *c, short what, struct afdt__fail *f) {
+    int64_t wait = what ? -1 : c->retry_us;
+    if (c->deadline_us >= 0) {
+        int64_t left = c->deadline_us - afdt__now_us();
+        if (left < 0)
+            left = 0;
+        if (wait < 0 || left < wait)
+            wait = left;
+    }
+    struct timeval tv = {.tv_sec = (time_t)(wait / 1000000),
+                         .tv_usec = (suseconds_t)(wait % 1000000)};
+    event_del(&c->ev);
+    event_assign(&c->ev, c->eb, what ? c->sock : -1, what, on_client, c);
+    if (event_add(&c->ev, wait >= 0 ? &tv : NULL) < 0)
+        return afdt__fail(f, AFDT_EVENT_ADD, errno, "");
+    return 0;
+}
+
+/* Move the exchange on as far as it goes without blocking.  Returns 1 when the
+ * response is in, 0 when waiting, < 0 on failure with *phase set. */
+static int client_step(struct client *c, enum afdt_phase *phase, struct afdt__fail *f) {
+    int r;
+    *phase = AFDT_CREATE_CLIENT;
+    if (c->state == CONNECTING) {
+        r = afdt__connect_once(c->sock, &c->addr);
+        if (r == -EAGAIN) {
+            /* Backlog full: try again shortly, never past the deadline. */
+            r = client_arm(c, 0, f);
+            c->retry_us = c->retry_us * 2 > RETRY_MAX_US ? RETRY_MAX_US : c->retry_us * 2;
+            return r;
+        }
+        if (r < 0)
+            return afdt__fail(f, AFDT_CONNECT, -r, "");
+        c->state = SENDING;
+    }
+    if (c->state == SENDING) {
+        r = afdt__frame_send(c->sock, &c->out, f);
+        if (r <= 0)
+            return r < 0 ? r : client_arm(c, EV_WRITE, f);
+        c->state = RECEIVING;
+    }
+    *phase = AFDT_HANDLE_RESPONSE;
+    r = afdt__frame_recv(c->sock, &c->in, f);
+    if (r == 0)
+        return client_arm(c, EV_READ, f);
+    return r;
+}
+
+static void on_client(evutil_socket_t sock, short what, void *arg) {
+    (void)sock;
+    struct client *c = arg;
+    if ((what & EV_TIMEOUT) && c->deadline_us >= 0 && afdt__now_us() >= c->deadline_us) {
+        client_fail(c, AFDT_HANDLE_RESPONSE, AFDT_TIMEOUT, ETIMEDOUT,
+                    c->state == CONNECTING ? "timed out waiting for room in the server's backlog"
+                                           : "timed out waiting for the response");
+        return;
+    }
+    enum afdt_phase phase;
+    struct afdt__fail f;
+    int r = client_step(c, &phase, &f);
+    if (r != 0)
+        client_finish(c, phase, r > 0 ? NULL : &f);
+}
+
+AFDT_EXPORT int afdt_create_client(const char *fname, struct event_base *eb,
+                                   const uint8_t *request, uint32_t request_length,
+                                   afdt_response_handler_t response_handler,
+                                   afdt_error_handler_t error_handler,
+                                   const struct timeval *timeout, void *userdata) {
+    struct afdt__fail f;
+    struct client *c = NULL;
+    struct afdt__frame_out req = {request, request_length, NULL, 0, 0, 0};
+
+    if (error_handler == NULL) {
+        errno = EINVAL;
+        return -1;
+    }
+    if (eb == NULL || response_handler == NULL) {
+        afdt__fail(&f, AFDT_EVENT_BASE_SET, EINVAL, "event_base or response_handler is NULL");
+        goto fail;
+    }
+    if (afdt__frame_check(&req, &f) < 0)
+        goto fail;
+    c = malloc(sizeof(*c));
+    if (c == NULL) {
+        afdt__fail(&f, AFDT_MALLOC, ENOMEM, "");
+        goto fail;
+    }
+    memset(c, 0, offsetof(struct client, req));
+    c->sock = -1;
+    c->fd = -1;
+    if (afdt__addr_parse(fname, &c->addr, &f) < 0)
+        goto fail;
+    c->sock = afdt__socket(SOCK_NONBLOCK, &f);
+    if (c->sock < 0)
+        goto fail;
+    c->eb = eb;
+    c->deadline_us = timeout ? afdt__now_us() + afdt__timeval_us(timeout) : -1;
+    c->retry_us = RETRY_FIRST_US;
+    c->on_response = response_handler;
+    c->on_error = error_handler;
+    c->userdata = userdata;
+    if (request_length)
+        memcpy(c->req, request, request_length);
+    c->out = req;
+    c->out.content = c->req;
+    c->in.buf = c->resp;
+    c->in.cap = AFDT_MSGLEN;
+    c->in.fds = &c->fd;
+    c->in.fds_cap = 1;
+    c->in.greedy = true; /* the connection is ours alone */
+    event_assign(&c->ev, eb, -1, 0, on_client, c);
+
+    /* Connect and send now if the socket allows; the response is always
+     * delivered from the loop, never from inside this call. */
+    short what = 0; /* 0: the retry timer, while the backlog is full */
+    int r = afdt__connect_once(c->sock, &c->addr);
+    if (r < 0 && r != -EAGAIN) {
+        afdt__fail(&f, AFDT_CONNECT, -r, "");
+        goto fail;
+    }
+    if (r == 0) {
+        c->state = SENDING;
+        r = afdt__frame_send(c->sock, &c->out, &f);
+        if (r < 0)
+            goto fail;
+        if (r > 0)
+            c->state = RECEIVING;
+        what = r > 0 ? EV_READ : EV_WRITE;
+    }
+    if (client_arm(c, what, &f) < 0)
+        goto fail;
+    return 0;
+
+fail:
+    if (c) {
+        afdt__close(c->sock);
+        free(c);
+    }
+    struct afdt_error_t e = AFDT_ERROR_T_INIT;
+    afdt__report(&e, AFDT_CREATE_CLIENT, &f);
+    error_handler(&e, userdata);
+    errno = f.errnum;
+    return -1;
+}

@@ -1,0 +1,107 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+/* Error values, their names, and the one helper that makes a failure public. */
+#include <errno.h>
+#include <poll.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+AFDT_EXPORT const struct afdt_error_t AFDT_ERROR_T_INIT = {AFDT_NO_PHASE, AFDT_NO_OPERATION, ""};
+
+AFDT_EXPORT const char *afdt_phase_str(enum afdt_phase phase) {
+    switch (phase) {
+    case AFDT_NO_PHASE: return "AFDT_NO_PHASE";
+    case AFDT_CREATE_SERVER: return "AFDT_CREATE_SERVER";
+    case AFDT_ACCEPT_CLIENT: return "AFDT_ACCEPT_CLIENT";
+    case AFDT_HANDLE_REQUEST: return "AFDT_HANDLE_REQUEST";
+    case AFDT_CREATE_CLIENT: return "AFDT_CREATE_CLIENT";
+    case AFDT_HANDLE_RESPONSE: return "AFDT_HANDLE_RESPONSE";
+    }
+    return "UNKNOWN";
+}
+
+AFDT_EXPORT const char *afdt_operation_str(enum afdt_operation operation) {
+    switch (operation) {
+    case AFDT_NO_OPERATION: return "AFDT_NO_OPERATION";
+    case AFDT_MALLOC: return "AFDT_MALLOC";
+    case AFDT_SOCKET: return "AFDT_SOCKET";
+    case AFDT_PATHNAME: return "AFDT_PATHNAME";
+    case AFDT_BIND: return "AFDT_BIND";
+    case AFDT_LISTEN: return "AFDT_LISTEN";
+    case AFDT_ACCEPT: return "AFDT_ACCEPT";
+    case AFDT_CONNECT: return "AFDT_CONNECT";
+    case AFDT_FORMAT: return "AFDT_FORMAT";
+    case AFDT_SENDMSG: return "AFDT_SENDMSG";
+    case AFDT_RECVMSG: return "AFDT_RECVMSG";
+    case AFDT_EVENT_BASE_SET: return "AFDT_EVENT_BASE_SET";
+    case AFDT_EVENT_ADD: return "AFDT_EVENT_ADD";
+    case AFDT_POLL: return "AFDT_POLL";
+    case AFDT_TIMEOUT: return "AFDT_TIMEOUT";
+    }
+    return "UNKNOWN";
+}
+
+int afdt__fail(struct afdt__fail *f, enum afdt_operation op, int errnum, const char *msg) {
+    f->op = op;
+    f->errnum = errnum;
+    f->msg = msg ? msg : "";
+    return -1;
+}
+
+int afdt__report(struct afdt_error_t *err, enum afdt_phase phase, const struct afdt__fail *f) {
+    if (err) {
+        if (phase != AFDT__KEEP_PHASE)
+            err->phase = phase;
+        err->operation = f->op;
+        err->message = f->msg ? f->msg : "";
+    }
+    errno = f->errnum;
+    return -1;
+}
+
+void afdt__close(int fd) {
+    int saved = errno;
+    if (fd >= 0)
+        (void)close(fd);
+    errno = saved;
+}
+
+void afdt__close_all(int *fds, uint32_t n) {
+    for (uint32_t i = 0; i < n; i++) {
+        afdt__close(fds[i]);
+        fds[i] = -1;
+    }
+}
+
+int64_t afdt__now_us(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+int64_t afdt__timeval_us(const struct timeval *tv) {
+    int64_t us = (int64_t)tv->tv_sec * 1000000 + (int64_t)tv->tv_usec;
+    return us < 0 ? 0 : us;
+}
+
+int afdt__poll_until(int fd, short events, int64_t deadline_us) {
+    for (;;) {
+        int ms = -1;
+        if (deadline_us >= 0) {
+            int64_t left = deadline_us - afdt__now_us();
+            if (left <= 0)
+                return 0;
+            /* Round up so a short remainder waits instead of spinning. */
+            int64_t left_ms = (left + 999) / 1000;
+            ms = left_ms > 0x7fffffff ? 0x7fffffff : (int)left_ms;
+        }
+        struct pollfd p = {.fd = fd, .events = events, .revents = 0};
+        int r = poll(&p, 1, ms);
+        if (r > 0)
+            return 1;
+        if (r < 0 && errno != EINTR)
+            return -errno;
+    }
+}
