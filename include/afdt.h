@@ -172,8 +172,7 @@ AFDT_EXPORT int afdt_recv_plain_msg(int connfd, uint8_t *content, uint32_t *cont
  * The library never closes the returned descriptor.
  */
 typedef int (*afdt_request_handler_t)(const uint8_t *request, uint32_t request_length,
-                                      uint8_t *response, uint32_t *response_length,
-                                      void *userdata);
+                                      uint8_t *response, uint32_t *response_length, void *userdata);
 
 /**
  * Client callback with the server's response.  @received_fd is the descriptor
@@ -188,8 +187,8 @@ typedef void (*afdt_response_handler_t)(const uint8_t *response, uint32_t respon
  * handler closes it).
  */
 typedef void (*afdt_post_handler_t)(const uint8_t *request, uint32_t request_length,
-                                    const uint8_t *response, uint32_t response_length,
-                                    int sent_fd, void *userdata);
+                                    const uint8_t *response, uint32_t response_length, int sent_fd,
+                                    void *userdata);
 
 /** Callback for errors; @err and its message live for the duration of the call. */
 typedef void (*afdt_error_handler_t)(const struct afdt_error_t *err, void *userdata);
@@ -247,8 +246,8 @@ AFDT_EXPORT int afdt_close_server(void *close_handle);
  * request longer than AFDT_MSGLEN, AFDT_MALLOC, AFDT_EVENT_ADD) calls
  * @error_handler with phase AFDT_CREATE_CLIENT before returning < 0.
  */
-AFDT_EXPORT int afdt_create_client(const char *fname, struct event_base *eb,
-                                   const uint8_t *request, uint32_t request_length,
+AFDT_EXPORT int afdt_create_client(const char *fname, struct event_base *eb, const uint8_t *request,
+                                   uint32_t request_length,
                                    afdt_response_handler_t response_handler,
                                    afdt_error_handler_t error_handler,
                                    const struct timeval *timeout, void *userdata);
@@ -269,9 +268,8 @@ AFDT_EXPORT int afdt_create_client(const char *fname, struct event_base *eb,
  * afdt_recv_fd_msg(), AFDT_POLL, or AFDT_TIMEOUT with ETIMEDOUT).
  * The connection is closed on every path.
  */
-AFDT_EXPORT int afdt_sync_client(const char *fname, const uint8_t *request,
-                                 uint32_t request_length, uint8_t *response,
-                                 uint32_t *response_length, int *received_fd,
+AFDT_EXPORT int afdt_sync_client(const char *fname, const uint8_t *request, uint32_t request_length,
+                                 uint8_t *response, uint32_t *response_length, int *received_fd,
                                  const struct timeval *timeout, struct afdt_error_t *err);
 
 /* ===========================================================================
@@ -299,8 +297,8 @@ AFDT_EXPORT int afdt_send_fds_msg(int connfd, const uint8_t *content, uint32_t c
  * descriptor closed.  Otherwise fails as afdt_recv_fd_msg(); on failure *nfds
  * is 0.
  */
-AFDT_EXPORT int afdt_recv_fds_msg(int connfd, uint8_t *content, uint32_t *content_len,
-                                  int *fds, uint32_t *nfds, struct afdt_error_t *err);
+AFDT_EXPORT int afdt_recv_fds_msg(int connfd, uint8_t *content, uint32_t *content_len, int *fds,
+                                  uint32_t *nfds, struct afdt_error_t *err);
 
 #ifdef __cplusplus
 }

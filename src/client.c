@@ -52,8 +52,8 @@ static void client_finish(struct client *c, enum afdt_phase phase, const struct 
     free(c);
 }
 
-static void client_fail(struct client *c, enum afdt_phase phase, enum afdt_operation op,
-                        int errnum, const char *msg) {
+static void client_fail(struct client *c, enum afdt_phase phase, enum afdt_operation op, int errnum,
+                        const char *msg) {
     struct afdt__fail f;
     afdt__fail(&f, op, errnum, msg);
     client_finish(c, phase, &f);
@@ -125,8 +125,8 @@ static void on_client(evutil_socket_t sock, short what, void *arg) {
         client_finish(c, phase, r > 0 ? NULL : &f);
 }
 
-AFDT_EXPORT int afdt_create_client(const char *fname, struct event_base *eb,
-                                   const uint8_t *request, uint32_t request_length,
+AFDT_EXPORT int afdt_create_client(const char *fname, struct event_base *eb, const uint8_t *request,
+                                   uint32_t request_length,
                                    afdt_response_handler_t response_handler,
                                    afdt_error_handler_t error_handler,
                                    const struct timeval *timeout, void *userdata) {

@@ -29,9 +29,8 @@ static int connect_until(int sock, const struct afdt__addr *a, int64_t deadline_
     return afdt__fail(f, AFDT_CONNECT, -r, "");
 }
 
-AFDT_EXPORT int afdt_sync_client(const char *fname, const uint8_t *request,
-                                 uint32_t request_length, uint8_t *response,
-                                 uint32_t *response_length, int *received_fd,
+AFDT_EXPORT int afdt_sync_client(const char *fname, const uint8_t *request, uint32_t request_length,
+                                 uint8_t *response, uint32_t *response_length, int *received_fd,
                                  const struct timeval *timeout, struct afdt_error_t *err) {
     int64_t deadline = timeout ? afdt__now_us() + afdt__timeval_us(timeout) : -1;
     struct afdt__fail f;

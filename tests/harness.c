@@ -1,0 +1,211 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+/* The test runner: fork per test, timeout, descriptor count before and after. */
+#define _GNU_SOURCE
+#include "harness.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_TESTS 256
+
+static struct {
+    const char *name;
+    test_fn fn;
+} tests[MAX_TESTS];
+static int ntests;
+static char tmpdir[64];
+
+void harness_register(const char *name, test_fn fn) {
+    if (ntests < MAX_TESTS) {
+        tests[ntests].name = name;
+        tests[ntests].fn = fn;
+        ntests++;
+    }
+}
+
+void harness_fail(const char *file, int line, const char *fmt, ...) {
+    va_list ap;
+    fprintf(stderr, "%s:%d: ", file, line);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    fflush(stderr);
+    _exit(1);
+}
+
+void harness_skip(const char *why) {
+    fprintf(stderr, "skipped: %s\n", why);
+    fflush(stderr);
+    _exit(SKIP_EXIT);
+}
+
+int fd_count(void) {
+    DIR *d = opendir("/proc/self/fd");
+    if (d == NULL)
+        harness_fail(__FILE__, __LINE__, "opendir(/proc/self/fd): %s", strerror(errno));
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL)
+        if (e->d_name[0] != '.')
+            n++;
+    closedir(d);
+    return n - 1; /* the directory's own descriptor */
+}
+
+const char *tmp_path(const char *tag) {
+    static char paths[64][96];
+    static int n;
+    if (tmpdir[0] == '\0') {
+        snprintf(tmpdir, sizeof(tmpdir), "/tmp/afdt-test-XXXXXX");
+        if (mkdtemp(tmpdir) == NULL)
+            harness_fail(__FILE__, __LINE__, "mkdtemp: %s", strerror(errno));
+    }
+    char *p = paths[n++ % 64];
+    snprintf(p, sizeof(paths[0]), "%s/%s-%d.sock", tmpdir, tag, n);
+    return p;
+}
+
+static void remove_tmpdir(void) {
+    if (tmpdir[0] == '\0')
+        return;
+    DIR *d = opendir(tmpdir);
+    if (d) {
+        struct dirent *e;
+        char p[512];
+        while ((e = readdir(d)) != NULL) {
+            if (e->d_name[0] == '.')
+                continue;
+            snprintf(p, sizeof(p), "%s/%s", tmpdir, e->d_name);
+            unlink(p);
+        }
+        closedir(d);
+    }
+    rmdir(tmpdir);
+}
+
+bool same_file(int a, int b) {
+    struct stat sa, sb;
+    if (fstat(a, &sa) < 0 || fstat(b, &sb) < 0)
+        return false;
+    return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+bool is_cloexec(int fd) {
+    int fl = fcntl(fd, F_GETFD);
+    return fl >= 0 && (fl & FD_CLOEXEC);
+}
+
+pid_t spawn(int (*fn)(void *), void *arg) {
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0)
+        harness_fail(__FILE__, __LINE__, "fork: %s", strerror(errno));
+    if (pid == 0)
+        _exit(fn(arg));
+    return pid;
+}
+
+int wait_exit(pid_t pid) {
+    int st;
+    while (waitpid(pid, &st, 0) < 0)
+        if (errno != EINTR)
+            harness_fail(__FILE__, __LINE__, "waitpid: %s", strerror(errno));
+    if (WIFEXITED(st))
+        return WEXITSTATUS(st);
+    return 128 + WTERMSIG(st);
+}
+
+void sleep_ms(int ms) {
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) < 0 && errno == EINTR) {
+    }
+}
+
+/* Run one test in this process, with the descriptor check. */
+static int run_here(int i) {
+    signal(SIGPIPE, SIG_DFL); /* the library must never raise it */
+    int before = fd_count();
+    tests[i].fn();
+    int after = fd_count();
+    remove_tmpdir();
+    if (before != after) {
+        fprintf(stderr, "%s: descriptor leak: %d open before, %d after\n", tests[i].name, before,
+                after);
+        char cmd[64];
+        snprintf(cmd, sizeof(cmd), "ls -l /proc/%d/fd >&2", (int)getpid());
+        if (system(cmd) < 0)
+            fprintf(stderr, "(could not list descriptors)\n");
+        return 1;
+    }
+    return 0;
+}
+
+static int run_forked(int i, int timeout_s) {
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0) {
+        perror("fork");
+        return 1;
+    }
+    if (pid == 0) {
+        setpgid(0, 0); /* so a timeout kills the test's own children too */
+        alarm((unsigned)timeout_s);
+        _exit(run_here(i));
+    }
+    int st;
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+    }
+    kill(-pid, SIGKILL);
+    if (WIFEXITED(st))
+        return WEXITSTATUS(st);
+    fprintf(stderr, "%s: killed by signal %d%s\n", tests[i].name, WTERMSIG(st),
+            WTERMSIG(st) == SIGALRM ? " (timeout)" : "");
+    return 1;
+}
+
+static int find(const char *name) {
+    for (int i = 0; i < ntests; i++)
+        if (strcmp(tests[i].name, name) == 0)
+            return i;
+    fprintf(stderr, "no test named %s\n", name);
+    return -1;
+}
+
+int main(int argc, char **argv) {
+    const char *t = getenv("AFDT_TEST_TIMEOUT");
+    int timeout_s = t ? atoi(t) : 60;
+    if (argc == 2 && strcmp(argv[1], "--list") == 0) {
+        for (int i = 0; i < ntests; i++)
+            printf("%s\n", tests[i].name);
+        return 0;
+    }
+    if (argc == 3 && strcmp(argv[1], "--no-fork") == 0) {
+        int i = find(argv[2]);
+        return i < 0 ? 2 : run_here(i);
+    }
+    if (argc == 2) {
+        int i = find(argv[1]);
+        return i < 0 ? 2 : run_forked(i, timeout_s);
+    }
+    int passed = 0, failed = 0, skipped = 0;
+    for (int i = 0; i < ntests; i++) {
+        int r = run_forked(i, timeout_s);
+        printf("%-60s %s\n", tests[i].name, r == 0 ? "ok" : r == SKIP_EXIT ? "SKIPPED" : "FAILED");
+        if (r == 0)
+            passed++;
+        else if (r == SKIP_EXIT)
+            skipped++;
+        else
+            failed++;
+    }
+    printf("%d passed, %d failed, %d skipped\n", passed, failed, skipped);
+    return failed ? 1 : 0;
+}
