@@ -300,6 +300,200 @@ AFDT_EXPORT int afdt_send_fds_msg(int connfd, const uint8_t *content, uint32_t c
 AFDT_EXPORT int afdt_recv_fds_msg(int connfd, uint8_t *content, uint32_t *content_len, int *fds,
                                   uint32_t *nfds, struct afdt_error_t *err);
 
+/* ---------------------------------------------------------------------------
+ * The extended server: who is asking, policy, limits, many descriptors.
+ * ------------------------------------------------------------------------- */
+
+/** The peer of a connection, from SO_PEERCRED when it connected. */
+struct afdt_peer {
+    int32_t pid;
+    uint32_t uid;
+    uint32_t gid;
+};
+
+/** The longest descriptor name in a named set (as systemd's FDNAME). */
+#define AFDT_NAME_MAX 255
+
+/** One descriptor of a named set, and its name (1 to AFDT_NAME_MAX printable
+ * ASCII bytes, no ':', NUL-terminated, as LISTEN_FDNAMES can carry it). */
+struct afdt_named_fd {
+    int fd;
+    char name[AFDT_NAME_MAX + 1];
+};
+
+/**
+ * What the extended request handler answers.  On entry @content has room for
+ * AFDT_MSGLEN bytes and @content_length is 0; @fds has room for AFDT_MAX_FDS
+ * and @nfds is 0; @named is NULL.  Set @content_length and @nfds for a single
+ * response frame carrying up to AFDT_MAX_FDS descriptors (a 2009 client gets
+ * the first).  Or point @named at @nnamed named descriptors (any number): the
+ * response is then sent as a named set, in as many frames as it takes, and the
+ * post handler runs only once the client has acknowledged all of it.  The
+ * library never closes these descriptors; @named must stay valid until the
+ * post handler (or the error handler) has run for this connection.
+ */
+struct afdt_reply {
+    uint8_t *content;
+    uint32_t content_length;
+    int *fds;
+    uint32_t nfds;
+    const struct afdt_named_fd *named;
+    uint32_t nnamed;
+};
+
+/** Return non-zero to let @peer in.  A refused peer is sent
+ * AFDT_REFUSED_RESPONSE with no descriptor, and the error handler is told
+ * (AFDT_HANDLE_REQUEST, AFDT_NO_OPERATION, EACCES). */
+typedef int (*afdt_authorize_t)(const struct afdt_peer *peer, void *userdata);
+
+/** The payload a refused peer receives (without its NUL). */
+#define AFDT_REFUSED_RESPONSE "afdt:refused"
+
+/** Extended request handler: fill @reply and return 0, or return < 0 to close
+ * the connection without an answer. */
+typedef int (*afdt_request_ex_handler_t)(const struct afdt_peer *peer, const uint8_t *request,
+                                         uint32_t request_length, struct afdt_reply *reply,
+                                         void *userdata);
+
+/** Extended post handler: runs once the reply was sent (for a named set: once
+ * the client acknowledged it), with the reply the request handler filled. */
+typedef void (*afdt_post_ex_handler_t)(const struct afdt_peer *peer, const uint8_t *request,
+                                       uint32_t request_length, const struct afdt_reply *reply,
+                                       void *userdata);
+
+/** Replace a stale socket file (one nobody listens on).  Two servers starting
+ * at once serialise on an flock(2) of "<name>.lock" beside it, so a live
+ * server's file is never removed. */
+#define AFDT_SERVER_REPLACE_STALE 0x1u
+/** Leave the socket file in place on afdt_close_server() (by default it is
+ * removed if it is still the one this server bound). */
+#define AFDT_SERVER_KEEP_FILE 0x2u
+
+/**
+ * Options of afdt_create_server_ex().  Zero everything, set @size to
+ * sizeof(struct afdt_server_options), then set what you need: a zero field
+ * means its default.  Later versions only append fields; the library reads
+ * only the first @size bytes.
+ */
+struct afdt_server_options {
+    uint32_t size;
+    uint32_t flags;           /* AFDT_SERVER_* */
+    uint32_t socket_mode;     /* permission bits of the socket file; 0: from the umask */
+    uint32_t conn_timeout_ms; /* time a connection has for its exchange; 0: 10,000 */
+    uint32_t max_conns;       /* open connections at most; 0: 1,024 */
+    uint32_t n_allowed_uids;  /* if not 0, only these uids are let in */
+    const uint32_t *allowed_uids;
+    afdt_authorize_t authorize;                /* then this decides, if set */
+    afdt_request_ex_handler_t request_handler; /* required */
+    afdt_post_ex_handler_t post_handler;       /* may be NULL */
+    afdt_error_handler_t error_handler;        /* required */
+    void *userdata;
+};
+
+/**
+ * afdt_create_server() with options.  Returns >= 0 and sets
+ * *out_close_handle (if not NULL) for afdt_close_server().  Fails as
+ * afdt_create_server() does, and with AFDT_NO_OPERATION and EINVAL for bad
+ * options (a @size too small, a NULL handler); with a NULL @opts or error
+ * handler it returns -1 and EINVAL without a callback.
+ */
+AFDT_EXPORT int afdt_create_server_ex(const char *fname, struct event_base *eb,
+                                      const struct afdt_server_options *opts,
+                                      void **out_close_handle);
+
+/* ---------------------------------------------------------------------------
+ * Named descriptor sets: any number of descriptors, each with a name, sent as
+ * a sequence of frames and acknowledged by the receiver (convention
+ * "AFDTNAMED1", documented in afdt_named_fds(3)).
+ * ------------------------------------------------------------------------- */
+
+/**
+ * Send @n named descriptors from @set (and @content_len <= AFDT_MSGLEN - 14
+ * bytes of @content) on the connected socket @connfd, then wait for the
+ * receiver to acknowledge that it has all of them.  The caller keeps its
+ * descriptors.  Blocks until done (even on a non-blocking socket).
+ *
+ * Returns 0 once acknowledged.  Fails with AFDT_FORMAT (EINVAL: a bad name,
+ * NULL @set, too long @content; 0: a bad acknowledgement), AFDT_SENDMSG,
+ * AFDT_RECVMSG or AFDT_POLL; the receiver may then have some of them.
+ */
+AFDT_EXPORT int afdt_send_named_fds(int connfd, const uint8_t *content, uint32_t content_len,
+                                    const struct afdt_named_fd *set, uint32_t n,
+                                    struct afdt_error_t *err);
+
+/**
+ * Receive a named set sent by afdt_send_named_fds() (or by an extended
+ * server), and acknowledge it.  *content_len is the size of @content on entry
+ * and the length of the set's content on return.  On success *ret_set is a
+ * malloc'd array of *ret_n entries whose descriptors (close-on-exec) the
+ * caller owns: release it with afdt_named_fds_free().  Before taking
+ * descriptors it checks that the process has room for them under
+ * RLIMIT_NOFILE.
+ *
+ * Fails with AFDT_FORMAT (errno 0: not a named set, a malformed frame, a bad
+ * name, a count that disagrees), AFDT_RECVMSG (EMFILE: no room for the
+ * descriptors, before any arrives, or the kernel dropped some; 0: end of
+ * file), AFDT_MALLOC, AFDT_SENDMSG or AFDT_POLL; every descriptor received is
+ * closed and *ret_set, *ret_n are left as they were.
+ */
+AFDT_EXPORT int afdt_recv_named_fds(int connfd, uint8_t *content, uint32_t *content_len,
+                                    struct afdt_named_fd **ret_set, uint32_t *ret_n,
+                                    struct afdt_error_t *err);
+
+/** Free a set from afdt_recv_named_fds() or an extended client, closing its
+ * descriptors first if @close_fds is non-zero.  NULL is fine. */
+AFDT_EXPORT void afdt_named_fds_free(struct afdt_named_fd *set, uint32_t n, int close_fds);
+
+/** The descriptor named @name in @set, or -1. */
+AFDT_EXPORT int afdt_named_fds_find(const struct afdt_named_fd *set, uint32_t n, const char *name);
+
+/* ---------------------------------------------------------------------------
+ * Extended clients: many descriptors, or a named set, in the response.
+ * ------------------------------------------------------------------------- */
+
+/**
+ * What an extended client received.  @fds/@nfds: the descriptors of a single
+ * response frame.  @named/@nnamed: a named set, if the server sent one (then
+ * @nfds is 0).  The receiver owns every descriptor; free @named with
+ * afdt_named_fds_free().
+ */
+struct afdt_response {
+    uint8_t *content;
+    uint32_t content_length;
+    int *fds;
+    uint32_t nfds;
+    struct afdt_named_fd *named;
+    uint32_t nnamed;
+};
+
+/**
+ * afdt_sync_client() that takes a single frame of up to *nfds descriptors
+ * (capacity on entry, count on return) or a named set (when @ret_named is not
+ * NULL; then *ret_named and *ret_nnamed are set, or NULL and 0 for a plain
+ * response).  Fails as afdt_sync_client() and afdt_recv_named_fds(); more
+ * descriptors than *nfds is AFDT_FORMAT (EMSGSIZE); a named set while
+ * @ret_named is NULL is AFDT_FORMAT.  On failure no descriptor is left open.
+ */
+AFDT_EXPORT int afdt_sync_client_ex(const char *fname, const uint8_t *request,
+                                    uint32_t request_length, uint8_t *response,
+                                    uint32_t *response_length, int *fds, uint32_t *nfds,
+                                    struct afdt_named_fd **ret_named, uint32_t *ret_nnamed,
+                                    const struct timeval *timeout, struct afdt_error_t *err);
+
+/** Extended response handler: owns every descriptor in @resp, and @resp->named. */
+typedef void (*afdt_response_ex_handler_t)(struct afdt_response *resp, void *userdata);
+
+/**
+ * afdt_create_client() whose response may carry up to AFDT_MAX_FDS
+ * descriptors, or a named set of any size (acknowledged to the server once
+ * all of it is in).  Same callbacks rules and errors as afdt_create_client().
+ */
+AFDT_EXPORT int afdt_create_client_ex(const char *fname, struct event_base *eb,
+                                      const uint8_t *request, uint32_t request_length,
+                                      afdt_response_ex_handler_t response_handler,
+                                      afdt_error_handler_t error_handler,
+                                      const struct timeval *timeout, void *userdata);
+
 #ifdef __cplusplus
 }
 #endif

@@ -63,8 +63,15 @@ struct afdt__addr {
 /* Parse @name into @a.  Fails with AFDT_PATHNAME. */
 AFDT_HIDDEN int afdt__addr_parse(const char *name, struct afdt__addr *a, struct afdt__fail *f);
 
-/* A new close-on-exec listening socket at @a; @flags may add SOCK_NONBLOCK. */
-AFDT_HIDDEN int afdt__listen_addr(const struct afdt__addr *a, int flags, struct afdt__fail *f);
+/* A new close-on-exec listening socket at @a; @flags may add SOCK_NONBLOCK;
+ * @mode, if not 0, is set on the socket file before listening. */
+AFDT_HIDDEN int afdt__listen_addr(const struct afdt__addr *a, int flags, unsigned mode,
+                                  struct afdt__fail *f);
+
+/* afdt__listen_addr() that replaces a stale socket file (nobody listening),
+ * under an flock of "<path>.lock". */
+AFDT_HIDDEN int afdt__listen_replacing(const struct afdt__addr *a, int flags, unsigned mode,
+                                       struct afdt__fail *f);
 
 /* A new close-on-exec Unix stream socket (@flags may add SOCK_NONBLOCK). */
 AFDT_HIDDEN int afdt__socket(int flags, struct afdt__fail *f);
@@ -122,5 +129,72 @@ AFDT_HIDDEN int afdt__recv_frame_until(int sock, struct afdt__frame_in *in, bool
                                        int64_t deadline_us, struct afdt__fail *f);
 AFDT_HIDDEN int afdt__send_frame_until(int sock, struct afdt__frame_out *out, bool fail_if_idle,
                                        int64_t deadline_us, struct afdt__fail *f);
+
+/* --- named.c: named descriptor sets ---------------------------------------- */
+
+#define AFDT__NAMED_MAGIC "AFDTNAMED1"
+#define AFDT__NAMED_MAGIC_LEN 10
+#define AFDT__NAMED_HDR_LEN (AFDT__NAMED_MAGIC_LEN + 4)
+#define AFDT__ACK_MAGIC "AFDTACK1"
+#define AFDT__ACK_LEN (8 + 4)
+
+/* Sending a named set: header frame, data frames, then the receiver's ack. */
+struct afdt__named_out {
+    const struct afdt_named_fd *set;
+    uint32_t n;
+    uint32_t next; /* first descriptor not yet framed */
+    bool header_sent;
+    bool awaiting_ack;
+    struct afdt__frame_out out;
+    struct afdt__frame_in in;
+    uint8_t ack[AFDT__ACK_LEN];
+    uint8_t payload[AFDT_MSGLEN];
+    int fds[AFDT_MAX_FDS];
+};
+
+/* Check a set and its content, then ready @o to send them. */
+AFDT_HIDDEN int afdt__named_out_init(struct afdt__named_out *o, const uint8_t *content,
+                                     uint32_t content_len, const struct afdt_named_fd *set,
+                                     uint32_t n, int sflags, struct afdt__fail *f);
+/* One step: 1 done (acknowledged), 0 waiting (see ->awaiting_ack for the
+ * direction), < 0 failed. */
+AFDT_HIDDEN int afdt__named_out_step(int sock, struct afdt__named_out *o, struct afdt__fail *f);
+
+/* Receiving a named set, after its header frame arrived. */
+struct afdt__named_in {
+    struct afdt_named_fd *set;
+    uint32_t n;     /* received so far */
+    uint32_t count; /* announced */
+    bool acking;
+    struct afdt__frame_in in;
+    struct afdt__frame_out out;
+    uint8_t ack[AFDT__ACK_LEN];
+    uint8_t payload[AFDT_MSGLEN];
+    int fds[AFDT_MAX_FDS];
+};
+
+/* Whether a received first frame is a named-set header. */
+AFDT_HIDDEN bool afdt__is_named_header(const uint8_t *payload, uint32_t len, uint32_t nfds);
+/* Start receiving the set announced by header @payload: check headroom,
+ * allocate.  Moves the header's content to the front of @payload and sets
+ * *content_len. */
+AFDT_HIDDEN int afdt__named_in_init(struct afdt__named_in *st, uint8_t *payload,
+                                    uint32_t *content_len, int rflags, struct afdt__fail *f);
+/* One step: 1 done, 0 waiting (->acking: for room to send), < 0 failed. */
+AFDT_HIDDEN int afdt__named_in_step(int sock, struct afdt__named_in *st, struct afdt__fail *f);
+/* Release what a failed or abandoned receive holds. */
+AFDT_HIDDEN void afdt__named_in_abort(struct afdt__named_in *st);
+
+/* Finish receiving a named set whose header frame is in @payload (@len
+ * bytes), blocking until @deadline_us (< 0: forever); copies its content to
+ * @content (capacity *content_len) and hands over the set. */
+AFDT_HIDDEN int afdt__named_recv_rest(int sock, uint8_t *payload, uint32_t len, uint8_t *content,
+                                      uint32_t *content_len, struct afdt_named_fd **ret_set,
+                                      uint32_t *ret_n, int rflags, int64_t deadline_us,
+                                      struct afdt__fail *f);
+
+/* Descriptors this process can still open under RLIMIT_NOFILE (or a large
+ * number when it cannot tell). */
+AFDT_HIDDEN uint64_t afdt__fd_headroom(void);
 
 #endif /* AFDT_INTERNAL_H */

@@ -13,7 +13,7 @@
 
 #include "internal.h"
 
-#define CONN_TIMEOUT_US (10 * 1000000)
+#define CONN_TIMEOUT_MS 10000
 #define MAX_CONNS 1024
 /* Out of descriptors, accepting pauses this long (or until a connection
  * closes), so a full table costs no CPU. */
@@ -24,17 +24,28 @@
 
 struct afdt__server;
 
+/* A response that could not go out at once, or a named set: it lives on the
+ * heap until sent (and, for a named set, acknowledged). */
+struct pending {
+    struct afdt_reply reply;
+    struct afdt__frame_out out; /* single frame */
+    bool named;
+    uint8_t content[AFDT_MSGLEN];
+    int fds[AFDT_MAX_FDS];
+    struct afdt__named_out named_out;
+};
+
 struct conn {
     struct afdt__server *srv;
     struct conn *prev, *next; /* srv's list, oldest first */
     struct event ev;
     int sock;
-    bool writing;
+    int sent_fd; /* what a 2009-style request handler returned */
+    bool refused;
+    struct afdt_peer peer;
     int64_t deadline_us;
+    struct pending *pending;
     struct afdt__frame_in in;
-    struct afdt__frame_out out; /* only while a response waits for room */
-    int sent_fd;
-    uint8_t *resp; /* heap copy of the response, only while it waits */
     uint8_t req[AFDT_MSGLEN];
 };
 
@@ -45,8 +56,13 @@ struct afdt__server {
     int listen_fd;
     afdt_request_handler_t on_request;
     afdt_post_handler_t on_post;
+    afdt_request_ex_handler_t on_request_ex;
+    afdt_post_ex_handler_t on_post_ex;
+    afdt_authorize_t authorize;
     afdt_error_handler_t on_error;
     void *userdata;
+    uint32_t *allowed_uids;
+    uint32_t n_allowed_uids;
     struct conn *oldest, *newest;
     unsigned nconns;
     unsigned max_conns;
@@ -57,6 +73,7 @@ struct afdt__server {
     unsigned refs;
     bool closed;
     bool paused;
+    bool keep_file;
     /* The socket file we bound, to remove on close if it is still ours. */
     struct afdt__addr addr;
     dev_t file_dev;
@@ -83,6 +100,7 @@ static void server_unref(struct afdt__server *srv) {
         return;
     event_free(srv->accept_ev);
     event_free(srv->resume_ev);
+    free(srv->allowed_uids);
     free(srv);
 }
 
@@ -109,7 +127,7 @@ static void conn_free(struct conn *c) {
     else
         srv->newest = c->prev;
     srv->nconns--;
-    free(c->resp);
+    free(c->pending);
     free(c);
     /* A descriptor just came free: no need to wait out the pause. */
     accept_resume(srv);
@@ -128,63 +146,124 @@ static void conn_arm(struct conn *c, short what) {
         left = 0;
     struct timeval tv = {.tv_sec = (time_t)(left / 1000000),
                          .tv_usec = (suseconds_t)(left % 1000000)};
-    struct afdt__fail f;
     event_del(&c->ev);
     event_assign(&c->ev, c->srv->eb, c->sock, what, on_conn, c);
     if (event_add(&c->ev, &tv) < 0) {
+        struct afdt__fail f;
         afdt__fail(&f, AFDT_EVENT_ADD, errno, "");
         conn_fail(c, &f);
     }
 }
 
-static void conn_done(struct conn *c, const uint8_t *resp) {
+/* The response is out: run the post handler, then let the connection go. */
+static void conn_done(struct conn *c, const struct afdt_reply *reply) {
     struct afdt__server *srv = c->srv;
-    srv->on_post(c->req, c->in.len, resp, c->out.len, c->sent_fd, srv->userdata);
+    if (!c->refused && srv->on_post_ex)
+        srv->on_post_ex(&c->peer, c->req, c->in.len, reply, srv->userdata);
+    else if (!c->refused && srv->on_post)
+        srv->on_post(c->req, c->in.len, reply->content, reply->content_length, c->sent_fd,
+                     srv->userdata);
     conn_free(c);
 }
 
 static void conn_write(struct conn *c) {
+    struct pending *p = c->pending;
     struct afdt__fail f;
-    int r = afdt__frame_send(c->sock, &c->out, &f);
+    int r = p->named ? afdt__named_out_step(c->sock, &p->named_out, &f)
+                     : afdt__frame_send(c->sock, &p->out, &f);
     if (r < 0)
         conn_fail(c, &f);
     else if (r == 0)
-        conn_arm(c, EV_WRITE);
+        conn_arm(c, p->named && p->named_out.awaiting_ack ? EV_READ : EV_WRITE);
     else
-        conn_done(c, c->out.content);
+        conn_done(c, &p->reply);
+}
+
+/* Keep the reply on the heap and go on from the loop. */
+static void conn_defer(struct conn *c, const struct afdt_reply *reply,
+                       const struct afdt__frame_out *out) {
+    struct afdt__fail f;
+    struct pending *p = malloc(sizeof(*p));
+    if (p == NULL) {
+        afdt__fail(&f, AFDT_MALLOC, ENOMEM, "");
+        conn_fail(c, &f);
+        return;
+    }
+    c->pending = p;
+    p->reply = *reply;
+    p->reply.content = p->content;
+    p->reply.fds = p->fds;
+    memcpy(p->content, reply->content, reply->content_length);
+    memcpy(p->fds, reply->fds, sizeof(int) * reply->nfds);
+    p->named = reply->named != NULL;
+    if (p->named) {
+        if (afdt__named_out_init(&p->named_out, p->content, reply->content_length, reply->named,
+                                 reply->nnamed, 0, &f) < 0) {
+            conn_fail(c, &f);
+            return;
+        }
+    } else {
+        p->out = *out;
+        p->out.content = p->content;
+        p->out.fds = p->fds;
+    }
+    conn_write(c);
+}
+
+/* Whether the peer may ask: the uid allow-list, then the callback. */
+static bool conn_allowed(struct conn *c) {
+    struct afdt__server *srv = c->srv;
+    if (srv->n_allowed_uids) {
+        bool listed = false;
+        for (uint32_t i = 0; i < srv->n_allowed_uids && !listed; i++)
+            listed = srv->allowed_uids[i] == c->peer.uid;
+        if (!listed)
+            return false;
+    }
+    return srv->authorize == NULL || srv->authorize(&c->peer, srv->userdata);
 }
 
 static void conn_respond(struct conn *c) {
     struct afdt__server *srv = c->srv;
-    uint8_t resp[AFDT_MSGLEN];
-    uint32_t rlen = AFDT_MSGLEN;
-    c->sent_fd = srv->on_request(c->req, c->in.len, resp, &rlen, srv->userdata);
-    if (rlen > AFDT_MSGLEN) {
-        struct afdt__fail f;
-        afdt__fail(&f, AFDT_FORMAT, 0, "request handler set a response longer than AFDT_MSGLEN");
+    uint8_t content[AFDT_MSGLEN];
+    int fds[AFDT_MAX_FDS];
+    struct afdt_reply reply = {content, 0, fds, 0, NULL, 0};
+    struct afdt__fail f;
+
+    if (!conn_allowed(c)) {
+        c->refused = true;
+        report_new(srv, AFDT_HANDLE_REQUEST, AFDT_NO_OPERATION, EACCES,
+                   "peer refused by the server's policy");
+        reply.content_length = sizeof(AFDT_REFUSED_RESPONSE) - 1;
+        memcpy(content, AFDT_REFUSED_RESPONSE, reply.content_length);
+    } else if (srv->on_request_ex) {
+        if (srv->on_request_ex(&c->peer, c->req, c->in.len, &reply, srv->userdata) < 0) {
+            conn_free(c); /* the handler chose to answer nothing */
+            return;
+        }
+    } else {
+        reply.content_length = AFDT_MSGLEN;
+        c->sent_fd =
+            srv->on_request(c->req, c->in.len, content, &reply.content_length, srv->userdata);
+        fds[0] = c->sent_fd;
+        reply.nfds = c->sent_fd >= 0;
+    }
+    if (reply.content_length > AFDT_MSGLEN || reply.nfds > AFDT_MAX_FDS ||
+        (reply.named && reply.content_length > AFDT_MSGLEN - AFDT__NAMED_HDR_LEN)) {
+        afdt__fail(&f, AFDT_FORMAT, 0,
+                   "request handler answered a response longer than AFDT_MSGLEN "
+                   "or more than AFDT_MAX_FDS descriptors");
         conn_fail(c, &f);
         return;
     }
-    c->out = (struct afdt__frame_out){resp, rlen, &c->sent_fd, c->sent_fd >= 0, 0, 0};
-    struct afdt__fail f;
-    int r = afdt__frame_send(c->sock, &c->out, &f);
-    if (r < 0) {
+    struct afdt__frame_out out = {content, reply.content_length, fds, reply.nfds, 0, 0};
+    int r = reply.named ? 0 : afdt__frame_send(c->sock, &out, &f);
+    if (r < 0)
         conn_fail(c, &f);
-    } else if (r > 0) {
-        conn_done(c, resp);
-    } else {
-        /* No room yet (rare: a frame is far smaller than a socket buffer). */
-        c->resp = malloc(AFDT_MSGLEN);
-        if (c->resp == NULL) {
-            afdt__fail(&f, AFDT_MALLOC, ENOMEM, "");
-            conn_fail(c, &f);
-            return;
-        }
-        memcpy(c->resp, resp, rlen);
-        c->out.content = c->resp;
-        c->writing = true;
-        conn_arm(c, EV_WRITE);
-    }
+    else if (r > 0)
+        conn_done(c, &reply);
+    else
+        conn_defer(c, &reply, &out); /* rare for one frame: it is far smaller than a buffer */
 }
 
 static void conn_read(struct conn *c) {
@@ -208,10 +287,10 @@ static void on_conn(evutil_socket_t sock, short what, void *arg) {
     if (what & EV_TIMEOUT) {
         struct afdt__fail f;
         afdt__fail(&f, AFDT_TIMEOUT, ETIMEDOUT,
-                   c->writing ? "client did not take its response before the deadline"
+                   c->pending ? "client did not take its response before the deadline"
                               : "client sent no complete request before the deadline");
         conn_fail(c, &f);
-    } else if (c->writing) {
+    } else if (c->pending) {
         conn_write(c);
     } else {
         conn_read(c);
@@ -224,7 +303,7 @@ static bool make_room(struct afdt__server *srv) {
     if (srv->nconns < srv->max_conns)
         return true;
     for (struct conn *c = srv->oldest; c; c = c->next) {
-        if (!c->writing) {
+        if (!c->pending) {
             struct afdt__fail f;
             afdt__fail(&f, AFDT_RECVMSG, ECONNABORTED,
                        "connection cap reached: dropped the oldest connection "
@@ -266,6 +345,18 @@ static void add_conn(struct afdt__server *srv, int sock) {
     srv->newest = c;
     srv->nconns++;
     srv->refs++;
+    if (srv->on_request_ex) {
+        struct ucred cred;
+        socklen_t len = sizeof(cred);
+        if (getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) {
+            c->peer.pid = cred.pid;
+            c->peer.uid = cred.uid;
+            c->peer.gid = cred.gid;
+        } else {
+            /* Unknown peers get ids nobody is allowed by. */
+            c->peer = (struct afdt_peer){-1, UINT32_MAX, UINT32_MAX};
+        }
+    }
     /* Clients usually send their request right after connecting: try it now
      * and save a trip through the loop. */
     conn_read(c);
@@ -316,32 +407,46 @@ AFDT_EXPORT void afdt_no_post(const uint8_t *request, uint32_t request_length,
     (void)userdata;
 }
 
-AFDT_EXPORT int afdt_create_server(const char *fname, struct event_base *eb,
-                                   afdt_request_handler_t request_handler,
-                                   afdt_post_handler_t post_handler,
-                                   afdt_error_handler_t error_handler, void **out_close_handle,
-                                   void *userdata) {
+/* The part of the options this library knows, with defaults filled in. */
+static void read_options(const struct afdt_server_options *in, struct afdt_server_options *o) {
+    memset(o, 0, sizeof(*o));
+    memcpy(o, in, in->size < sizeof(*o) ? in->size : sizeof(*o));
+    if (o->conn_timeout_ms == 0)
+        o->conn_timeout_ms = CONN_TIMEOUT_MS;
+    if (o->max_conns == 0)
+        o->max_conns = MAX_CONNS;
+}
+
+/* Both create calls end here, with the options and the handlers settled. */
+static int create_server(const char *fname, struct event_base *eb,
+                         const struct afdt_server_options *o, afdt_request_handler_t on_request,
+                         afdt_post_handler_t on_post, void **out_close_handle) {
     struct afdt__fail f;
     struct afdt__server *srv = NULL;
     struct afdt__addr a;
     int lfd = -1;
 
-    if (error_handler == NULL) {
-        errno = EINVAL;
-        return -1;
-    }
-    if (eb == NULL || request_handler == NULL) {
+    if (eb == NULL || (on_request == NULL && o->request_handler == NULL)) {
         afdt__fail(&f, AFDT_EVENT_BASE_SET, EINVAL, "event_base or request_handler is NULL");
+        goto fail;
+    }
+    if (o->n_allowed_uids && o->allowed_uids == NULL) {
+        afdt__fail(&f, AFDT_NO_OPERATION, EINVAL, "allowed_uids is NULL");
         goto fail;
     }
     if (afdt__addr_parse(fname, &a, &f) < 0)
         goto fail;
     srv = calloc(1, sizeof(*srv));
-    if (srv == NULL) {
+    if (srv == NULL ||
+        (o->n_allowed_uids && !(srv->allowed_uids = calloc(o->n_allowed_uids, sizeof(uint32_t))))) {
         afdt__fail(&f, AFDT_MALLOC, ENOMEM, "");
         goto fail;
     }
-    lfd = afdt__listen_addr(&a, SOCK_NONBLOCK, &f);
+    if (o->n_allowed_uids)
+        memcpy(srv->allowed_uids, o->allowed_uids, sizeof(uint32_t) * o->n_allowed_uids);
+    lfd = (o->flags & AFDT_SERVER_REPLACE_STALE)
+              ? afdt__listen_replacing(&a, SOCK_NONBLOCK, o->socket_mode, &f)
+              : afdt__listen_addr(&a, SOCK_NONBLOCK, o->socket_mode, &f);
     if (lfd < 0)
         goto fail;
     srv->addr = a;
@@ -362,12 +467,17 @@ AFDT_EXPORT int afdt_create_server(const char *fname, struct event_base *eb,
     }
     srv->eb = eb;
     srv->listen_fd = lfd;
-    srv->on_request = request_handler;
-    srv->on_post = post_handler ? post_handler : afdt_no_post;
-    srv->on_error = error_handler;
-    srv->userdata = userdata;
-    srv->max_conns = MAX_CONNS;
-    srv->conn_timeout_us = CONN_TIMEOUT_US;
+    srv->on_request = on_request;
+    srv->on_post = on_post;
+    srv->on_request_ex = o->request_handler;
+    srv->on_post_ex = o->post_handler;
+    srv->authorize = o->authorize;
+    srv->on_error = o->error_handler;
+    srv->userdata = o->userdata;
+    srv->n_allowed_uids = o->n_allowed_uids;
+    srv->max_conns = o->max_conns;
+    srv->conn_timeout_us = (int64_t)o->conn_timeout_ms * 1000;
+    srv->keep_file = (o->flags & AFDT_SERVER_KEEP_FILE) != 0;
     srv->refs = 1;
     if (out_close_handle)
         *out_close_handle = srv;
@@ -379,6 +489,7 @@ fail:
             event_free(srv->accept_ev);
         if (srv->resume_ev)
             event_free(srv->resume_ev);
+        free(srv->allowed_uids);
         free(srv);
     }
     if (lfd >= 0) {
@@ -389,16 +500,46 @@ fail:
     }
     struct afdt_error_t e = AFDT_ERROR_T_INIT;
     afdt__report(&e, AFDT_CREATE_SERVER, &f);
-    error_handler(&e, userdata);
+    o->error_handler(&e, o->userdata);
     errno = f.errnum;
     return -1;
+}
+
+AFDT_EXPORT int afdt_create_server(const char *fname, struct event_base *eb,
+                                   afdt_request_handler_t request_handler,
+                                   afdt_post_handler_t post_handler,
+                                   afdt_error_handler_t error_handler, void **out_close_handle,
+                                   void *userdata) {
+    if (error_handler == NULL) {
+        errno = EINVAL;
+        return -1;
+    }
+    const struct afdt_server_options given = {
+        .size = sizeof(given), .error_handler = error_handler, .userdata = userdata};
+    struct afdt_server_options o;
+    read_options(&given, &o);
+    return create_server(fname, eb, &o, request_handler, post_handler ? post_handler : afdt_no_post,
+                         out_close_handle);
+}
+
+AFDT_EXPORT int afdt_create_server_ex(const char *fname, struct event_base *eb,
+                                      const struct afdt_server_options *opts,
+                                      void **out_close_handle) {
+    const size_t need = offsetof(struct afdt_server_options, userdata) + sizeof(void *);
+    if (opts == NULL || opts->size < need || opts->error_handler == NULL) {
+        errno = EINVAL;
+        return -1;
+    }
+    struct afdt_server_options o;
+    read_options(opts, &o);
+    return create_server(fname, eb, &o, NULL, NULL, out_close_handle);
 }
 
 /* Remove the socket file if it is still the one we bound: a successor may
  * have replaced it (unlink and bind anew) and must keep its own. */
 static void remove_own_file(struct afdt__server *srv) {
     struct stat st;
-    if (srv->addr.abstract || srv->file_ino == 0)
+    if (srv->keep_file || srv->addr.abstract || srv->file_ino == 0)
         return;
     if (stat(srv->addr.sun.sun_path, &st) == 0 && st.st_dev == srv->file_dev &&
         st.st_ino == srv->file_ino && S_ISSOCK(st.st_mode))
