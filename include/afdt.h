@@ -494,6 +494,35 @@ AFDT_EXPORT int afdt_create_client_ex(const char *fname, struct event_base *eb,
                                       afdt_error_handler_t error_handler,
                                       const struct timeval *timeout, void *userdata);
 
+/* ---------------------------------------------------------------------------
+ * Checking what arrived.
+ * ------------------------------------------------------------------------- */
+
+/**
+ * What afdt_check_socket() expects.  Zero it, set @size to
+ * sizeof(struct afdt_socket_expect), then set what matters; zero fields
+ * match anything.  Later versions only append fields.
+ */
+struct afdt_socket_expect {
+    uint32_t size;
+    int type;          /* SOCK_STREAM, SOCK_DGRAM, ...; 0: any */
+    int family;        /* AF_INET, AF_INET6, AF_UNIX, ...; 0: any */
+    int listening;     /* 1: must be listening, -1: must not be, 0: either */
+    const void *addr;  /* a struct sockaddr the local address must equal; NULL: any */
+    uint32_t addr_len; /* its length */
+};
+
+/**
+ * Check that @fd is a socket as @want describes, before trusting it.
+ * Addresses compare by family: IPv4 and IPv6 by address and port, Unix
+ * sockets by path or abstract name.  Returns 0 when it matches; otherwise
+ * -1 with AFDT_NO_OPERATION and errno ENOTSOCK (not a socket, or closed:
+ * EBADF), EPROTOTYPE (type), EAFNOSUPPORT (family), EINVAL (listening or
+ * not), EADDRNOTAVAIL (local address), and a message saying which.
+ */
+AFDT_EXPORT int afdt_check_socket(int fd, const struct afdt_socket_expect *want,
+                                  struct afdt_error_t *err);
+
 #ifdef __cplusplus
 }
 #endif

@@ -16,7 +16,7 @@
 #define RETRY_FIRST_US 1000
 #define RETRY_MAX_US (64 * 1000)
 
-enum client_state { CONNECTING, SENDING, RECEIVING };
+enum client_state { CONNECTING, SENDING, RECEIVING, NAMED };
 
 struct client {
     struct event_base *eb;
@@ -27,13 +27,15 @@ struct client {
     int64_t retry_us;
     struct afdt__addr addr;
     afdt_response_handler_t on_response;
+    afdt_response_ex_handler_t on_response_ex;
     afdt_error_handler_t on_error;
     void *userdata;
     struct afdt__frame_out out;
     struct afdt__frame_in in;
-    int fd;
+    struct afdt__named_in *named; /* while a named set comes in */
     uint8_t req[AFDT_MSGLEN];
     uint8_t resp[AFDT_MSGLEN];
+    int fds[AFDT_MAX_FDS];
 };
 
 static void on_client(evutil_socket_t sock, short what, void *arg);
@@ -43,12 +45,24 @@ static void client_finish(struct client *c, enum afdt_phase phase, const struct 
     event_del(&c->ev);
     afdt__close(c->sock);
     if (f) {
+        afdt__close_all(c->fds, c->in.nfds);
+        if (c->named)
+            afdt__named_in_abort(c->named);
         struct afdt_error_t e = AFDT_ERROR_T_INIT;
         afdt__report(&e, phase, f);
         c->on_error(&e, c->userdata);
+    } else if (c->on_response_ex) {
+        /* Every descriptor, and the named set, are theirs now. */
+        struct afdt_response r = {c->resp, c->in.len, c->fds, c->in.nfds, NULL, 0};
+        if (c->named) {
+            r.named = c->named->set;
+            r.nnamed = c->named->n;
+        }
+        c->on_response_ex(&r, c->userdata);
     } else {
-        c->on_response(c->resp, c->in.len, c->fd, c->userdata); /* fd is theirs now */
+        c->on_response(c->resp, c->in.len, c->in.nfds ? c->fds[0] : -1, c->userdata);
     }
+    free(c->named);
     free(c);
 }
 
@@ -103,9 +117,25 @@ static int client_step(struct client *c, enum afdt_phase *phase, struct afdt__fa
         c->state = RECEIVING;
     }
     *phase = AFDT_HANDLE_RESPONSE;
-    r = afdt__frame_recv(c->sock, &c->in, f);
+    if (c->state == RECEIVING) {
+        r = afdt__frame_recv(c->sock, &c->in, f);
+        if (r <= 0)
+            return r < 0 ? r : client_arm(c, EV_READ, f);
+        if (!c->on_response_ex || !afdt__is_named_header(c->resp, c->in.len, c->in.nfds))
+            return 1;
+        c->named = malloc(sizeof(*c->named));
+        if (c->named == NULL)
+            return afdt__fail(f, AFDT_MALLOC, ENOMEM, "");
+        if (afdt__named_in_init(c->named, c->resp, &c->in.len, 0, f) < 0) {
+            free(c->named);
+            c->named = NULL;
+            return -1;
+        }
+        c->state = NAMED;
+    }
+    r = afdt__named_in_step(c->sock, c->named, f);
     if (r == 0)
-        return client_arm(c, EV_READ, f);
+        return client_arm(c, c->named->acking ? EV_WRITE : EV_READ, f);
     return r;
 }
 
@@ -125,11 +155,11 @@ static void on_client(evutil_socket_t sock, short what, void *arg) {
         client_finish(c, phase, r > 0 ? NULL : &f);
 }
 
-AFDT_EXPORT int afdt_create_client(const char *fname, struct event_base *eb, const uint8_t *request,
-                                   uint32_t request_length,
-                                   afdt_response_handler_t response_handler,
-                                   afdt_error_handler_t error_handler,
-                                   const struct timeval *timeout, void *userdata) {
+static int create_client(const char *fname, struct event_base *eb, const uint8_t *request,
+                         uint32_t request_length, afdt_response_handler_t response_handler,
+                         afdt_response_ex_handler_t response_ex_handler,
+                         afdt_error_handler_t error_handler, const struct timeval *timeout,
+                         void *userdata) {
     struct afdt__fail f;
     struct client *c = NULL;
     struct afdt__frame_out req = {request, request_length, NULL, 0, 0, 0};
@@ -138,7 +168,7 @@ AFDT_EXPORT int afdt_create_client(const char *fname, struct event_base *eb, con
         errno = EINVAL;
         return -1;
     }
-    if (eb == NULL || response_handler == NULL) {
+    if (eb == NULL || (response_handler == NULL && response_ex_handler == NULL)) {
         afdt__fail(&f, AFDT_EVENT_BASE_SET, EINVAL, "event_base or response_handler is NULL");
         goto fail;
     }
@@ -151,7 +181,6 @@ AFDT_EXPORT int afdt_create_client(const char *fname, struct event_base *eb, con
     }
     memset(c, 0, offsetof(struct client, req));
     c->sock = -1;
-    c->fd = -1;
     if (afdt__addr_parse(fname, &c->addr, &f) < 0)
         goto fail;
     c->sock = afdt__socket(SOCK_NONBLOCK, &f);
@@ -161,6 +190,7 @@ AFDT_EXPORT int afdt_create_client(const char *fname, struct event_base *eb, con
     c->deadline_us = timeout ? afdt__now_us() + afdt__timeval_us(timeout) : -1;
     c->retry_us = RETRY_FIRST_US;
     c->on_response = response_handler;
+    c->on_response_ex = response_ex_handler;
     c->on_error = error_handler;
     c->userdata = userdata;
     if (request_length)
@@ -169,9 +199,15 @@ AFDT_EXPORT int afdt_create_client(const char *fname, struct event_base *eb, con
     c->out.content = c->req;
     c->in.buf = c->resp;
     c->in.cap = AFDT_MSGLEN;
-    c->in.fds = &c->fd;
-    c->in.fds_cap = 1;
-    c->in.greedy = true; /* the connection is ours alone */
+    c->in.fds = c->fds;
+    if (response_ex_handler) {
+        /* Exact reads: a named set's frames follow the first one. */
+        c->in.fds_cap = AFDT_MAX_FDS;
+        c->in.excess_fails = true;
+    } else {
+        c->in.fds_cap = 1;
+        c->in.greedy = true; /* the connection is ours alone */
+    }
     event_assign(&c->ev, eb, -1, 0, on_client, c);
 
     /* Connect and send now if the socket allows; the response is always
@@ -205,4 +241,22 @@ fail:
     error_handler(&e, userdata);
     errno = f.errnum;
     return -1;
+}
+
+AFDT_EXPORT int afdt_create_client(const char *fname, struct event_base *eb, const uint8_t *request,
+                                   uint32_t request_length,
+                                   afdt_response_handler_t response_handler,
+                                   afdt_error_handler_t error_handler,
+                                   const struct timeval *timeout, void *userdata) {
+    return create_client(fname, eb, request, request_length, response_handler, NULL, error_handler,
+                         timeout, userdata);
+}
+
+AFDT_EXPORT int afdt_create_client_ex(const char *fname, struct event_base *eb,
+                                      const uint8_t *request, uint32_t request_length,
+                                      afdt_response_ex_handler_t response_handler,
+                                      afdt_error_handler_t error_handler,
+                                      const struct timeval *timeout, void *userdata) {
+    return create_client(fname, eb, request, request_length, NULL, response_handler, error_handler,
+                         timeout, userdata);
 }

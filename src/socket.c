@@ -2,6 +2,7 @@
 /* Socket names (paths and @abstract names), listening and connecting. */
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/file.h>
@@ -150,4 +151,76 @@ AFDT_EXPORT int afdt_connect(const char *fname, struct afdt_error_t *err) {
         return afdt__report(err, AFDT__KEEP_PHASE, &f);
     }
     return fd;
+}
+
+/* Whether two local addresses name the same place. */
+static bool same_addr(const struct sockaddr_storage *got, socklen_t got_len, const void *want,
+                      uint32_t want_len) {
+    const struct sockaddr *w = want;
+    if (want_len < sizeof(sa_family_t) || w->sa_family != got->ss_family)
+        return false;
+    switch (got->ss_family) {
+    case AF_INET: {
+        const struct sockaddr_in *a = (const void *)got, *b = want;
+        return want_len >= sizeof(*b) && a->sin_port == b->sin_port &&
+               a->sin_addr.s_addr == b->sin_addr.s_addr;
+    }
+    case AF_INET6: {
+        const struct sockaddr_in6 *a = (const void *)got, *b = want;
+        return want_len >= sizeof(*b) && a->sin6_port == b->sin6_port &&
+               memcmp(&a->sin6_addr, &b->sin6_addr, sizeof(a->sin6_addr)) == 0;
+    }
+    case AF_UNIX: {
+        /* Paths may come with or without their trailing NUL. */
+        const char *a = ((const struct sockaddr_un *)(const void *)got)->sun_path;
+        const char *b = ((const struct sockaddr_un *)want)->sun_path;
+        size_t off = offsetof(struct sockaddr_un, sun_path);
+        size_t la = got_len > off ? got_len - off : 0, lb = want_len > off ? want_len - off : 0;
+        if (la > 0 && a[0] != '\0')
+            la = strnlen(a, la);
+        if (lb > 0 && b[0] != '\0')
+            lb = strnlen(b, lb);
+        return la == lb && memcmp(a, b, la) == 0;
+    }
+    default: return (size_t)got_len == want_len && memcmp(got, want, want_len) == 0;
+    }
+}
+
+AFDT_EXPORT int afdt_check_socket(int fd, const struct afdt_socket_expect *want,
+                                  struct afdt_error_t *err) {
+    struct afdt__fail f;
+    struct afdt_socket_expect w = {0};
+    if (want == NULL || want->size < sizeof(uint32_t)) {
+        afdt__fail(&f, AFDT_NO_OPERATION, EINVAL, "want is NULL or its size is not set");
+        return afdt__report(err, AFDT__KEEP_PHASE, &f);
+    }
+    memcpy(&w, want, want->size < sizeof(w) ? want->size : sizeof(w));
+
+    int type = 0, listening = 0;
+    socklen_t len = sizeof(type);
+    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0) {
+        afdt__fail(&f, AFDT_NO_OPERATION, errno == EBADF ? EBADF : ENOTSOCK,
+                   "descriptor is not an open socket");
+        return afdt__report(err, AFDT__KEEP_PHASE, &f);
+    }
+    struct sockaddr_storage local;
+    socklen_t local_len = sizeof(local);
+    memset(&local, 0, sizeof(local));
+    len = sizeof(listening);
+    if (getsockname(fd, (struct sockaddr *)&local, &local_len) < 0 ||
+        getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) < 0)
+        afdt__fail(&f, AFDT_NO_OPERATION, errno, "could not read the socket's state");
+    else if (w.type && type != w.type)
+        afdt__fail(&f, AFDT_NO_OPERATION, EPROTOTYPE, "socket is not of the expected type");
+    else if (w.family && local.ss_family != w.family)
+        afdt__fail(&f, AFDT_NO_OPERATION, EAFNOSUPPORT, "socket is not of the expected family");
+    else if ((w.listening > 0 && !listening) || (w.listening < 0 && listening))
+        afdt__fail(&f, AFDT_NO_OPERATION, EINVAL,
+                   listening ? "socket is listening" : "socket is not listening");
+    else if (w.addr && !same_addr(&local, local_len, w.addr, w.addr_len))
+        afdt__fail(&f, AFDT_NO_OPERATION, EADDRNOTAVAIL,
+                   "socket is not bound to the expected address");
+    else
+        return 0;
+    return afdt__report(err, AFDT__KEEP_PHASE, &f);
 }

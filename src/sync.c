@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 /* The blocking client: one exchange, with one deadline over all of it. */
 #include <errno.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 
@@ -29,34 +30,42 @@ static int connect_until(int sock, const struct afdt__addr *a, int64_t deadline_
     return afdt__fail(f, AFDT_CONNECT, -r, "");
 }
 
+/* Connect to @fname and send the request, all before @deadline_us.  Returns
+ * the connected socket (the caller's), or -1. */
+static int connect_and_send(const char *fname, const uint8_t *request, uint32_t request_length,
+                            int64_t deadline_us, struct afdt__fail *f) {
+    struct afdt__frame_out req = {request, request_length, NULL, 0, MSG_DONTWAIT, 0};
+    struct afdt__addr a;
+    if (afdt__frame_check(&req, f) < 0 || afdt__addr_parse(fname, &a, f) < 0)
+        return -1;
+    int sock = afdt__socket(0, f);
+    if (sock < 0)
+        return -1;
+    if (connect_until(sock, &a, deadline_us, f) < 0 ||
+        afdt__send_frame_until(sock, &req, false, deadline_us, f) < 0) {
+        afdt__close(sock);
+        return -1;
+    }
+    return sock;
+}
+
 AFDT_EXPORT int afdt_sync_client(const char *fname, const uint8_t *request, uint32_t request_length,
                                  uint8_t *response, uint32_t *response_length, int *received_fd,
                                  const struct timeval *timeout, struct afdt_error_t *err) {
     int64_t deadline = timeout ? afdt__now_us() + afdt__timeval_us(timeout) : -1;
     struct afdt__fail f;
-    struct afdt__addr a;
-    int sock = -1;
     int fd = -1;
 
     if (received_fd)
         *received_fd = -1;
-    if (response_length == NULL || received_fd == NULL) {
-        afdt__fail(&f, AFDT_RECVMSG, EINVAL, "response_length or received_fd is NULL");
-        goto out;
+    if (response_length == NULL || received_fd == NULL ||
+        (response == NULL && *response_length > 0)) {
+        afdt__fail(&f, AFDT_RECVMSG, EINVAL, "response_length, received_fd or response is NULL");
+        return afdt__report(err, AFDT__KEEP_PHASE, &f);
     }
-    if (response == NULL && *response_length > 0) {
-        afdt__fail(&f, AFDT_RECVMSG, EINVAL, "response is NULL but *response_length is not 0");
-        goto out;
-    }
-    struct afdt__frame_out req = {request, request_length, NULL, 0, MSG_DONTWAIT, 0};
-    if (afdt__frame_check(&req, &f) < 0 || afdt__addr_parse(fname, &a, &f) < 0)
-        goto out;
-    sock = afdt__socket(0, &f);
-    if (sock < 0 || connect_until(sock, &a, deadline, &f) < 0)
-        goto out;
-    if (afdt__send_frame_until(sock, &req, false, deadline, &f) < 0)
-        goto out;
-
+    int sock = connect_and_send(fname, request, request_length, deadline, &f);
+    if (sock < 0)
+        return afdt__report(err, AFDT__KEEP_PHASE, &f);
     struct afdt__frame_in in = {0};
     in.buf = response;
     in.cap = *response_length;
@@ -64,13 +73,72 @@ AFDT_EXPORT int afdt_sync_client(const char *fname, const uint8_t *request, uint
     in.fds_cap = 1;
     in.greedy = true; /* the connection is ours alone */
     in.rflags = MSG_DONTWAIT;
-    if (afdt__recv_frame_until(sock, &in, false, deadline, &f) < 0)
-        goto out;
+    int r = afdt__recv_frame_until(sock, &in, false, deadline, &f);
     afdt__close(sock);
+    if (r < 0)
+        return afdt__report(err, AFDT__KEEP_PHASE, &f);
     *response_length = in.len;
     *received_fd = fd; /* now the caller's */
     return 0;
-out:
+}
+
+AFDT_EXPORT int afdt_sync_client_ex(const char *fname, const uint8_t *request,
+                                    uint32_t request_length, uint8_t *response,
+                                    uint32_t *response_length, int *fds, uint32_t *nfds,
+                                    struct afdt_named_fd **ret_named, uint32_t *ret_nnamed,
+                                    const struct timeval *timeout, struct afdt_error_t *err) {
+    int64_t deadline = timeout ? afdt__now_us() + afdt__timeval_us(timeout) : -1;
+    struct afdt__fail f;
+    uint8_t payload[AFDT_MSGLEN];
+    int sock = -1;
+
+    if (response_length == NULL || nfds == NULL || (fds == NULL && *nfds > 0) ||
+        (response == NULL && *response_length > 0) || (ret_named && ret_nnamed == NULL)) {
+        afdt__fail(&f, AFDT_RECVMSG, EINVAL, "a NULL buffer with a non-zero size");
+        goto fail;
+    }
+    sock = connect_and_send(fname, request, request_length, deadline, &f);
+    if (sock < 0)
+        goto fail;
+    /* Exact reads: a named set's frames follow the first one. */
+    struct afdt__frame_in in = {0};
+    in.buf = payload;
+    in.cap = AFDT_MSGLEN;
+    in.fds = fds;
+    in.fds_cap = *nfds < AFDT_MAX_FDS ? *nfds : AFDT_MAX_FDS;
+    in.excess_fails = true;
+    in.rflags = MSG_DONTWAIT;
+    if (afdt__recv_frame_until(sock, &in, false, deadline, &f) < 0)
+        goto fail;
+    if (afdt__is_named_header(payload, in.len, in.nfds + in.excess)) {
+        if (ret_named == NULL) {
+            afdt__fail(&f, AFDT_FORMAT, 0, "server sent a named set; ret_named is NULL");
+            goto fail;
+        }
+        uint32_t len = *response_length;
+        if (afdt__named_recv_rest(sock, payload, in.len, response, &len, ret_named, ret_nnamed,
+                                  MSG_DONTWAIT, deadline, &f) < 0)
+            goto fail;
+        *response_length = len;
+        *nfds = 0;
+    } else {
+        if (in.len > *response_length) {
+            afdt__close_all(fds, in.nfds);
+            afdt__fail(&f, AFDT_FORMAT, 0, "frame is larger than the receive buffer");
+            goto fail;
+        }
+        if (in.len)
+            memcpy(response, payload, in.len);
+        *response_length = in.len;
+        *nfds = in.nfds; /* the caller's now */
+        if (ret_named) {
+            *ret_named = NULL;
+            *ret_nnamed = 0;
+        }
+    }
+    afdt__close(sock);
+    return 0;
+fail:
     afdt__close(sock);
     return afdt__report(err, AFDT__KEEP_PHASE, &f);
 }

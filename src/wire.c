@@ -47,10 +47,16 @@ static int fail_frame(struct afdt__frame_in *in, struct afdt__fail *f, enum afdt
 
 /* The frame is all in: decide whether it is good. */
 static int finish_frame(struct afdt__frame_in *in, struct afdt__fail *f) {
-    if (in->ctrunc)
+    /* Our control buffer always has room for AFDT_MAX_FDS, so a truncation
+     * is almost always the kernel failing to install a descriptor here. */
+    if (in->ctrunc && afdt__fd_headroom() <= in->nfds + in->excess)
         return fail_frame(in, f, AFDT_RECVMSG, EMFILE,
                           "descriptors were dropped by the kernel (MSG_CTRUNC): "
-                          "this process is out of descriptors");
+                          "this process is out of descriptors (RLIMIT_NOFILE)");
+    if (in->ctrunc)
+        return fail_frame(in, f, AFDT_RECVMSG, ENOBUFS,
+                          "control data was truncated by the kernel (MSG_CTRUNC) "
+                          "although descriptors remain: descriptors were dropped");
     if (in->len > in->cap)
         return fail_frame(in, f, AFDT_FORMAT, 0, "frame is larger than the receive buffer");
     if (in->excess && in->excess_fails)
