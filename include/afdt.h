@@ -92,9 +92,12 @@ AFDT_EXPORT const char *afdt_operation_str(enum afdt_operation operation);
 
 /* ---------------------------------------------------------------------------
  * Low-level interface.  These calls block or not as the caller's socket does.
- * They return >= 0 on success and < 0 on failure, with @err filled in (@err
- * may be NULL) and errno set.  On failure *content_len is never larger than on
- * entry and *received_fd is -1.
+ * They return >= 0 on success and < 0 on failure, with errno set and @err's
+ * operation and message filled in (@err may be NULL).  As in 2009 they leave
+ * err->phase as the caller set it (AFDT_NO_PHASE after AFDT_ERROR_T_INIT);
+ * the synchronous client does the same.  A NULL buffer with a non-zero size,
+ * or a NULL length pointer, fails with EINVAL.  On failure *content_len is
+ * never larger than on entry and *received_fd is -1.
  * ------------------------------------------------------------------------- */
 
 /**
@@ -111,10 +114,12 @@ AFDT_EXPORT int afdt_listen(const char *fname, struct afdt_error_t *err);
 
 /**
  * Connect a new Unix stream socket to the server at @fname ('@' = abstract).
+ * Like any blocking Unix connect, it waits while the server's backlog is full
+ * (afdt_sync_client() and afdt_create_client() bound that wait).
  *
  * Returns the connected socket (close-on-exec, blocking, owned by the caller).
  * Fails with AFDT_PATHNAME, AFDT_SOCKET or AFDT_CONNECT (the system's errno:
- * ENOENT, ECONNREFUSED, EAGAIN when the server's backlog is full, ...).
+ * ENOENT, ECONNREFUSED, ...).
  */
 AFDT_EXPORT int afdt_connect(const char *fname, struct afdt_error_t *err);
 
@@ -124,8 +129,11 @@ AFDT_EXPORT int afdt_connect(const char *fname, struct afdt_error_t *err);
  * when @content_len is 0.  On a non-blocking socket with no room at all it
  * fails with AFDT_SENDMSG and EAGAIN; a frame once begun is finished.
  *
- * Fails with AFDT_FORMAT (errno 0) when @content_len > AFDT_MSGLEN, and with
- * AFDT_SENDMSG (EBADF for a bad @fd_to_send, EPIPE when the peer is gone, ...).
+ * Fails with AFDT_FORMAT (errno 0) when @content_len > AFDT_MSGLEN (EINVAL when
+ * @content is NULL and @content_len is not 0), with AFDT_SENDMSG (EBADF for a
+ * bad @fd_to_send, EPIPE when the peer is gone, ETOOMANYREFS when this user
+ * has too many descriptors in flight, ...), or AFDT_POLL while finishing a
+ * frame already begun.
  */
 AFDT_EXPORT int afdt_send_fd_msg(int connfd, const uint8_t *content, uint32_t content_len,
                                  int fd_to_send, struct afdt_error_t *err);
@@ -190,7 +198,8 @@ typedef void (*afdt_post_handler_t)(const uint8_t *request, uint32_t request_len
                                     const uint8_t *response, uint32_t response_length, int sent_fd,
                                     void *userdata);
 
-/** Callback for errors; @err and its message live for the duration of the call. */
+/** Callback for errors.  The struct @err points to is valid during the call;
+ * its message is static and outlives it; errno is set as described above. */
 typedef void (*afdt_error_handler_t)(const struct afdt_error_t *err, void *userdata);
 
 /** A post handler that does nothing. */
