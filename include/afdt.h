@@ -272,9 +272,10 @@ AFDT_EXPORT int afdt_create_client(const char *fname, struct event_base *eb, con
  * payload length on return; @response may be NULL when it is 0.
  * *received_fd is the descriptor received (owned by the caller) or -1.
  *
- * Returns >= 0 on success; < 0 on failure with @err filled in (phase
- * AFDT_NO_PHASE; operation as for afdt_connect(), afdt_send_fd_msg() and
- * afdt_recv_fd_msg(), AFDT_POLL, or AFDT_TIMEOUT with ETIMEDOUT).
+ * Returns >= 0 on success; < 0 on failure with errno set and @err's
+ * operation and message filled in (its phase left as the caller set it, as
+ * in 2009): the operations of afdt_connect(), afdt_send_fd_msg() and
+ * afdt_recv_fd_msg(), AFDT_POLL, or AFDT_TIMEOUT with ETIMEDOUT.
  * The connection is closed on every path.
  */
 AFDT_EXPORT int afdt_sync_client(const char *fname, const uint8_t *request, uint32_t request_length,
@@ -290,8 +291,9 @@ AFDT_EXPORT int afdt_sync_client(const char *fname, const uint8_t *request, uint
 
 /**
  * Send one frame carrying @nfds (0 to AFDT_MAX_FDS) descriptors from @fds.
- * The caller keeps its copies.  A 2009 receiver gets the first descriptor of
- * such a frame (its kernel drops the rest).  Fails as afdt_send_fd_msg(), and
+ * The caller keeps its copies.  A 2009 receiver (control room for
+ * one descriptor) gets the first descriptor of such a frame and its kernel
+ * drops the rest.  Fails as afdt_send_fd_msg(), and
  * with AFDT_FORMAT (EINVAL) when @nfds > AFDT_MAX_FDS or @fds is NULL while
  * @nfds > 0.
  */

@@ -9,25 +9,30 @@
 
 /* Connect, waiting at most until @deadline_us (< 0: forever) while the
  * server's backlog is full.  Linux makes a blocking Unix connect wait for
- * room for up to SO_SNDTIMEO, so the kernel does the waiting for us. */
+ * room for up to SO_SNDTIMEO, so the kernel does the waiting for us; a signal
+ * ends that wait early (EINTR, even under SA_RESTART), so each try gets only
+ * what is left of the deadline. */
 static int connect_until(int sock, const struct afdt__addr *a, int64_t deadline_us,
                          struct afdt__fail *f) {
-    if (deadline_us >= 0) {
-        int64_t left = deadline_us - afdt__now_us();
-        if (left < 1)
-            left = 1; /* 0 would mean "forever" */
-        struct timeval tv = {.tv_sec = (time_t)(left / 1000000),
-                             .tv_usec = (suseconds_t)(left % 1000000)};
-        if (setsockopt(sock, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) < 0)
-            return afdt__fail(f, AFDT_CONNECT, errno, "setting the connect timeout failed");
+    for (;;) {
+        if (deadline_us >= 0) {
+            int64_t left = deadline_us - afdt__now_us();
+            if (left <= 0)
+                break;
+            struct timeval tv = {.tv_sec = (time_t)(left / 1000000),
+                                 .tv_usec = (suseconds_t)(left % 1000000)};
+            if (setsockopt(sock, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) < 0)
+                return afdt__fail(f, AFDT_CONNECT, errno, "setting the connect timeout failed");
+        }
+        if (connect(sock, (const struct sockaddr *)&a->sun, a->len) == 0)
+            return 0;
+        if (errno == EINTR)
+            continue;
+        if (errno != EAGAIN || deadline_us < 0)
+            return afdt__fail(f, AFDT_CONNECT, errno, "");
     }
-    int r = afdt__connect_once(sock, a);
-    if (r == 0)
-        return 0;
-    if (r == -EAGAIN && deadline_us >= 0)
-        return afdt__fail(f, AFDT_TIMEOUT, ETIMEDOUT,
-                          "timed out waiting for room in the server's backlog");
-    return afdt__fail(f, AFDT_CONNECT, -r, "");
+    return afdt__fail(f, AFDT_TIMEOUT, ETIMEDOUT,
+                      "timed out waiting for room in the server's backlog");
 }
 
 /* Connect to @fname and send the request, all before @deadline_us.  Returns
