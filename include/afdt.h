@@ -249,6 +249,9 @@ AFDT_EXPORT int afdt_close_server(void *close_handle);
  * @error_handler is called, once, from the loop, unless @timeout is NULL and
  * the server never answers.  @timeout covers the whole exchange, connect
  * included; it reports AFDT_TIMEOUT (ETIMEDOUT) in phase AFDT_HANDLE_RESPONSE.
+ * Every failure reported from the loop has phase AFDT_HANDLE_RESPONSE (a
+ * connect still being retried, the send, the receive); the request is
+ * copied, so @request need not outlive the call.
  *
  * Returns >= 0 when the exchange is under way.  A failure here (bad arguments,
  * AFDT_PATHNAME, AFDT_SOCKET, AFDT_CONNECT, AFDT_SENDMSG, AFDT_FORMAT for a
@@ -533,6 +536,72 @@ struct afdt_socket_expect {
  */
 AFDT_EXPORT int afdt_check_socket(int fd, const struct afdt_socket_expect *want,
                                   struct afdt_error_t *err);
+
+/* ---------------------------------------------------------------------------
+ * "My listening sockets, by name": from systemd-style socket activation, from
+ * a running predecessor, or by binding them.
+ * ------------------------------------------------------------------------- */
+
+/**
+ * Open a socket as @spec says: "tcp:HOST:PORT" or "udp:HOST:PORT" (HOST a
+ * name or a numeric address, "[::1]" for IPv6, empty or "*" for any IPv4
+ * address), or "unix:PATH" ("unix:@NAME" for an abstract name; a stale file
+ * at PATH is replaced, under a lock).  TCP and Unix sockets listen (backlog
+ * SOMAXCONN, TCP with SO_REUSEADDR).  Returns the socket (close-on-exec,
+ * owned by the caller), or < 0 with AFDT_PATHNAME (EINVAL: malformed spec;
+ * EADDRNOTAVAIL: HOST does not resolve), AFDT_SOCKET, AFDT_BIND or
+ * AFDT_LISTEN.
+ */
+AFDT_EXPORT int afdt_open_spec(const char *spec, struct afdt_error_t *err);
+
+/**
+ * Check that @fd is the socket @spec describes (type, family, listening,
+ * and address; a port of 0 matches any port).  Returns 0, or < 0 as
+ * afdt_check_socket() (or AFDT_PATHNAME for a malformed spec).
+ */
+AFDT_EXPORT int afdt_check_spec(int fd, const char *spec, struct afdt_error_t *err);
+
+/**
+ * The descriptors passed by socket activation: when LISTEN_PID is this
+ * process, LISTEN_FDS descriptors from 3 on, named by LISTEN_FDNAMES (or
+ * "unknown").  They are made close-on-exec.  With @unset_env the three
+ * variables are removed, so children do not see them.
+ *
+ * Returns the count (0 when the variables are absent or for another process;
+ * then *ret_set is NULL) and sets *ret_set to a malloc'd array the caller
+ * owns (afdt_named_fds_free()).  Fails with AFDT_FORMAT (EINVAL) for
+ * malformed variables, or AFDT_MALLOC.
+ */
+AFDT_EXPORT int afdt_listen_fds(int unset_env, struct afdt_named_fd **ret_set,
+                                struct afdt_error_t *err);
+
+/** Where afdt_get_listeners() found sockets (bits of *ret_sources). */
+#define AFDT_FROM_LISTEN_FDS 0x1u
+#define AFDT_FROM_PREDECESSOR 0x2u
+#define AFDT_FROM_BIND 0x4u
+
+/** The request afdt_get_listeners() sends a predecessor, which answers with
+ * a named set (as the `afdt` supervisor does). */
+#define AFDT_LISTENERS_REQUEST "listeners"
+
+/**
+ * The program's listening sockets, one per @names[i], each described by
+ * @specs[i]: taken from socket activation (LISTEN_FDS, matched by name, and
+ * removed from the environment), else from a running predecessor serving a
+ * named set at @predecessor (if not NULL; asked AFDT_LISTENERS_REQUEST with
+ * @timeout), else opened with afdt_open_spec().  Every socket taken over is
+ * checked against its spec first.  Descriptors passed or sent that no name
+ * asks for are closed.
+ *
+ * On success returns @n, sets *ret_set to a malloc'd array in the order of
+ * @names (the caller owns it: afdt_named_fds_free()) and *ret_sources to the
+ * AFDT_FROM_* bits used.  On failure nothing is left open; the error is the
+ * failing step's (afdt_check_spec(), afdt_open_spec(), ...).
+ */
+AFDT_EXPORT int afdt_get_listeners(const char *const *names, const char *const *specs, uint32_t n,
+                                   const char *predecessor, const struct timeval *timeout,
+                                   struct afdt_named_fd **ret_set, uint32_t *ret_sources,
+                                   struct afdt_error_t *err);
 
 #ifdef __cplusplus
 }

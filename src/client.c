@@ -15,6 +15,7 @@
  * doubles from 1 ms up to 64 ms. */
 #define RETRY_FIRST_US 1000
 #define RETRY_MAX_US (64 * 1000)
+#define ARM_MAX_US ((int64_t)86400 * 1000000)
 
 enum client_state { CONNECTING, SENDING, RECEIVING, NAMED };
 
@@ -84,6 +85,9 @@ static int client_arm(struct client *c, short what, struct afdt__fail *f) {
         if (wait < 0 || left < wait)
             wait = left;
     }
+    /* Arm at most a day ahead: a far deadline is simply re-armed. */
+    if (wait > ARM_MAX_US)
+        wait = ARM_MAX_US;
     struct timeval tv = {.tv_sec = (time_t)(wait / 1000000),
                          .tv_usec = (suseconds_t)(wait % 1000000)};
     event_del(&c->ev);
@@ -94,10 +98,9 @@ static int client_arm(struct client *c, short what, struct afdt__fail *f) {
 }
 
 /* Move the exchange on as far as it goes without blocking.  Returns 1 when the
- * response is in, 0 when waiting, < 0 on failure with *phase set. */
-static int client_step(struct client *c, enum afdt_phase *phase, struct afdt__fail *f) {
+ * response is in, 0 when waiting, < 0 on failure. */
+static int client_step(struct client *c, struct afdt__fail *f) {
     int r;
-    *phase = AFDT_CREATE_CLIENT;
     if (c->state == CONNECTING) {
         r = afdt__connect_once(c->sock, &c->addr);
         if (r == -EAGAIN) {
@@ -116,7 +119,6 @@ static int client_step(struct client *c, enum afdt_phase *phase, struct afdt__fa
             return r < 0 ? r : client_arm(c, EV_WRITE, f);
         c->state = RECEIVING;
     }
-    *phase = AFDT_HANDLE_RESPONSE;
     if (c->state == RECEIVING) {
         r = afdt__frame_recv(c->sock, &c->in, f);
         if (r <= 0)
@@ -148,11 +150,13 @@ static void on_client(evutil_socket_t sock, short what, void *arg) {
                                            : "timed out waiting for the response");
         return;
     }
-    enum afdt_phase phase;
+    /* Whatever fails from the loop is reported in AFDT_HANDLE_RESPONSE:
+     * AFDT_CREATE_CLIENT always comes with afdt_create_client() returning < 0,
+     * which 2009 programs rely on. */
     struct afdt__fail f;
-    int r = client_step(c, &phase, &f);
+    int r = client_step(c, &f);
     if (r != 0)
-        client_finish(c, phase, r > 0 ? NULL : &f);
+        client_finish(c, AFDT_HANDLE_RESPONSE, r > 0 ? NULL : &f);
 }
 
 static int create_client(const char *fname, struct event_base *eb, const uint8_t *request,
@@ -187,7 +191,7 @@ static int create_client(const char *fname, struct event_base *eb, const uint8_t
     if (c->sock < 0)
         goto fail;
     c->eb = eb;
-    c->deadline_us = timeout ? afdt__now_us() + afdt__timeval_us(timeout) : -1;
+    c->deadline_us = afdt__deadline(timeout);
     c->retry_us = RETRY_FIRST_US;
     c->on_response = response_handler;
     c->on_response_ex = response_ex_handler;

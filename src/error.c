@@ -81,9 +81,27 @@ int64_t afdt__now_us(void) {
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
-int64_t afdt__timeval_us(const struct timeval *tv) {
-    int64_t us = (int64_t)tv->tv_sec * 1000000 + (int64_t)tv->tv_usec;
-    return us < 0 ? 0 : us;
+/* Far enough to mean "never" (about 146,000 years), small enough that adding
+ * it to the clock cannot overflow. */
+#define FOREVER_US ((int64_t)1 << 62)
+
+int64_t afdt__deadline(const struct timeval *tv) {
+    if (tv == NULL)
+        return -1;
+    /* Saturate instead of overflowing: any total past FOREVER_US is forever. */
+    int64_t sec = (int64_t)tv->tv_sec, usec = (int64_t)tv->tv_usec;
+    int64_t us;
+    if (sec > FOREVER_US / 1000000 || usec > FOREVER_US)
+        us = FOREVER_US;
+    else if (sec < -(FOREVER_US / 1000000) || usec < -FOREVER_US)
+        us = 0;
+    else
+        us = sec * 1000000 + usec;
+    if (us < 0)
+        us = 0;
+    if (us > FOREVER_US)
+        us = FOREVER_US;
+    return afdt__now_us() + us;
 }
 
 int afdt__poll_until(int fd, short events, int64_t deadline_us) {

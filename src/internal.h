@@ -43,9 +43,10 @@ AFDT_HIDDEN void afdt__close_all(int *fds, uint32_t n);
 /* Monotonic clock in microseconds. */
 AFDT_HIDDEN int64_t afdt__now_us(void);
 
-/* A timeval's total in microseconds (tv_usec may be a million or more);
- * negative totals count as 0. */
-AFDT_HIDDEN int64_t afdt__timeval_us(const struct timeval *tv);
+/* The monotonic deadline @tv from now, in microseconds: -1 for NULL (never);
+ * tv_usec may be a million or more; negative totals count as 0 and huge ones
+ * saturate far in the future. */
+AFDT_HIDDEN int64_t afdt__deadline(const struct timeval *tv);
 
 /* poll() one descriptor for @events until @deadline_us (< 0: forever),
  * retrying EINTR.  Returns 1 when ready, 0 on timeout, -errno on failure. */

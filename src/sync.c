@@ -57,7 +57,7 @@ static int connect_and_send(const char *fname, const uint8_t *request, uint32_t 
 AFDT_EXPORT int afdt_sync_client(const char *fname, const uint8_t *request, uint32_t request_length,
                                  uint8_t *response, uint32_t *response_length, int *received_fd,
                                  const struct timeval *timeout, struct afdt_error_t *err) {
-    int64_t deadline = timeout ? afdt__now_us() + afdt__timeval_us(timeout) : -1;
+    int64_t deadline = afdt__deadline(timeout);
     struct afdt__fail f;
     int fd = -1;
 
@@ -92,7 +92,7 @@ AFDT_EXPORT int afdt_sync_client_ex(const char *fname, const uint8_t *request,
                                     uint32_t *response_length, int *fds, uint32_t *nfds,
                                     struct afdt_named_fd **ret_named, uint32_t *ret_nnamed,
                                     const struct timeval *timeout, struct afdt_error_t *err) {
-    int64_t deadline = timeout ? afdt__now_us() + afdt__timeval_us(timeout) : -1;
+    int64_t deadline = afdt__deadline(timeout);
     struct afdt__fail f;
     uint8_t payload[AFDT_MSGLEN];
     int sock = -1;
