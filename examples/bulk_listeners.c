@@ -40,9 +40,10 @@ static int on_request(const struct afdt_peer *peer, const uint8_t *request, uint
 
 /* Runs once the new process has acknowledged every descriptor. */
 static void on_post(const struct afdt_peer *peer, const uint8_t *request, uint32_t request_length,
-                    const struct afdt_reply *reply, void *userdata) {
+                    const struct afdt_reply *reply, int error, void *userdata) {
     (void)request, (void)request_length, (void)reply;
-    acknowledged_by = peer->pid;
+    if (error == 0) /* acknowledged: the new process has all of them */
+        acknowledged_by = peer->pid;
     event_base_loopbreak(userdata);
 }
 

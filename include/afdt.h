@@ -344,7 +344,7 @@ struct afdt_named_fd {
  * response is then sent as a named set, in as many frames as it takes, and the
  * post handler runs only once the client has acknowledged all of it.  The
  * library never closes these descriptors; @named must stay valid until the
- * post handler (or the error handler) has run for this connection.
+ * post handler has run for this connection (it always runs, on failure too).
  */
 struct afdt_reply {
     uint8_t *content;
@@ -369,11 +369,17 @@ typedef int (*afdt_request_ex_handler_t)(const struct afdt_peer *peer, const uin
                                          uint32_t request_length, struct afdt_reply *reply,
                                          void *userdata);
 
-/** Extended post handler: runs once the reply was sent (for a named set: once
- * the client acknowledged it), with the reply the request handler filled. */
+/**
+ * Extended post handler: runs once for every reply the request handler
+ * filled, with that reply, when the exchange is over: @error is 0 once the
+ * reply was sent (for a named set: once the client acknowledged all of it),
+ * or the errno of the failure (EPROTO when none applies) after the error
+ * handler was told.  Either way the server may now release what the reply
+ * refers to (its descriptors, its named set).
+ */
 typedef void (*afdt_post_ex_handler_t)(const struct afdt_peer *peer, const uint8_t *request,
                                        uint32_t request_length, const struct afdt_reply *reply,
-                                       void *userdata);
+                                       int error, void *userdata);
 
 /** Replace a stale socket file (one nobody listens on).  Two servers starting
  * at once serialise on an flock(2) of "<name>.lock" beside it, so a live
@@ -407,9 +413,9 @@ struct afdt_server_options {
 /**
  * afdt_create_server() with options.  Returns >= 0 and sets
  * *out_close_handle (if not NULL) for afdt_close_server().  Fails as
- * afdt_create_server() does, and with AFDT_NO_OPERATION and EINVAL for bad
- * options (a @size too small, a NULL handler); with a NULL @opts or error
- * handler it returns -1 and EINVAL without a callback.
+ * afdt_create_server() does, and with AFDT_NO_OPERATION and EINVAL for a
+ * NULL request handler; with a NULL @opts or error handler, or a @size too
+ * small to hold them, it returns -1 and EINVAL without a callback.
  */
 AFDT_EXPORT int afdt_create_server_ex(const char *fname, struct event_base *eb,
                                       const struct afdt_server_options *opts,

@@ -42,6 +42,7 @@ struct conn {
     int sock;
     int sent_fd; /* what a 2009-style request handler returned */
     bool refused;
+    const struct afdt_reply *reply; /* once the request handler answered */
     struct afdt_peer peer;
     int64_t deadline_us;
     struct pending *pending;
@@ -134,8 +135,19 @@ static void conn_free(struct conn *c) {
     server_unref(srv);
 }
 
-static void conn_fail(struct conn *c, const struct afdt__fail *f) {
-    report(c->srv, AFDT_HANDLE_REQUEST, f);
+/* The exchange is over, well (@f NULL) or not: report, run the post handler,
+ * let the connection go.  The extended post handler runs either way, so the
+ * server can release what its reply held; the 2009 one only after a send. */
+static void conn_end(struct conn *c, const struct afdt__fail *f) {
+    struct afdt__server *srv = c->srv;
+    if (f)
+        report(srv, AFDT_HANDLE_REQUEST, f);
+    if (c->reply && !c->refused && srv->on_post_ex)
+        srv->on_post_ex(&c->peer, c->req, c->in.len, c->reply,
+                        f ? (f->errnum ? f->errnum : EPROTO) : 0, srv->userdata);
+    else if (c->reply && !c->refused && !f && srv->on_post)
+        srv->on_post(c->req, c->in.len, c->reply->content, c->reply->content_length, c->sent_fd,
+                     srv->userdata);
     conn_free(c);
 }
 
@@ -151,19 +163,8 @@ static void conn_arm(struct conn *c, short what) {
     if (event_add(&c->ev, &tv) < 0) {
         struct afdt__fail f;
         afdt__fail(&f, AFDT_EVENT_ADD, errno, "");
-        conn_fail(c, &f);
+        conn_end(c, &f);
     }
-}
-
-/* The response is out: run the post handler, then let the connection go. */
-static void conn_done(struct conn *c, const struct afdt_reply *reply) {
-    struct afdt__server *srv = c->srv;
-    if (!c->refused && srv->on_post_ex)
-        srv->on_post_ex(&c->peer, c->req, c->in.len, reply, srv->userdata);
-    else if (!c->refused && srv->on_post)
-        srv->on_post(c->req, c->in.len, reply->content, reply->content_length, c->sent_fd,
-                     srv->userdata);
-    conn_free(c);
 }
 
 static void conn_write(struct conn *c) {
@@ -172,11 +173,11 @@ static void conn_write(struct conn *c) {
     int r = p->named ? afdt__named_out_step(c->sock, &p->named_out, &f)
                      : afdt__frame_send(c->sock, &p->out, &f);
     if (r < 0)
-        conn_fail(c, &f);
+        conn_end(c, &f);
     else if (r == 0)
         conn_arm(c, p->named && p->named_out.awaiting_ack ? EV_READ : EV_WRITE);
     else
-        conn_done(c, &p->reply);
+        conn_end(c, NULL);
 }
 
 /* Keep the reply on the heap and go on from the loop. */
@@ -186,10 +187,11 @@ static void conn_defer(struct conn *c, const struct afdt_reply *reply,
     struct pending *p = malloc(sizeof(*p));
     if (p == NULL) {
         afdt__fail(&f, AFDT_MALLOC, ENOMEM, "");
-        conn_fail(c, &f);
+        conn_end(c, &f);
         return;
     }
     c->pending = p;
+    c->reply = &p->reply;
     p->reply = *reply;
     p->reply.content = p->content;
     p->reply.fds = p->fds;
@@ -199,7 +201,7 @@ static void conn_defer(struct conn *c, const struct afdt_reply *reply,
     if (p->named) {
         if (afdt__named_out_init(&p->named_out, p->content, reply->content_length, reply->named,
                                  reply->nnamed, 0, &f) < 0) {
-            conn_fail(c, &f);
+            conn_end(c, &f);
             return;
         }
     } else {
@@ -248,20 +250,19 @@ static void conn_respond(struct conn *c) {
         fds[0] = c->sent_fd;
         reply.nfds = c->sent_fd >= 0;
     }
+    c->reply = &reply; /* until conn_defer moves it to the heap */
     if (reply.content_length > AFDT_MSGLEN || reply.nfds > AFDT_MAX_FDS ||
         (reply.named && reply.content_length > AFDT_MSGLEN - AFDT__NAMED_HDR_LEN)) {
         afdt__fail(&f, AFDT_FORMAT, 0,
                    "request handler answered a response longer than AFDT_MSGLEN "
                    "or more than AFDT_MAX_FDS descriptors");
-        conn_fail(c, &f);
+        conn_end(c, &f);
         return;
     }
     struct afdt__frame_out out = {content, reply.content_length, fds, reply.nfds, 0, 0};
     int r = reply.named ? 0 : afdt__frame_send(c->sock, &out, &f);
-    if (r < 0)
-        conn_fail(c, &f);
-    else if (r > 0)
-        conn_done(c, &reply);
+    if (r != 0)
+        conn_end(c, r < 0 ? &f : NULL);
     else
         conn_defer(c, &reply, &out); /* rare for one frame: it is far smaller than a buffer */
 }
@@ -270,7 +271,7 @@ static void conn_read(struct conn *c) {
     struct afdt__fail f;
     int r = afdt__frame_recv(c->sock, &c->in, &f);
     if (r < 0) {
-        conn_fail(c, &f);
+        conn_end(c, &f);
     } else if (r == 0) {
         conn_arm(c, EV_READ);
     } else {
@@ -289,7 +290,7 @@ static void on_conn(evutil_socket_t sock, short what, void *arg) {
         afdt__fail(&f, AFDT_TIMEOUT, ETIMEDOUT,
                    c->pending ? "client did not take its response before the deadline"
                               : "client sent no complete request before the deadline");
-        conn_fail(c, &f);
+        conn_end(c, &f);
     } else if (c->pending) {
         conn_write(c);
     } else {
@@ -308,7 +309,7 @@ static bool make_room(struct afdt__server *srv) {
             afdt__fail(&f, AFDT_RECVMSG, ECONNABORTED,
                        "connection cap reached: dropped the oldest connection "
                        "still waiting for its request");
-            conn_fail(c, &f);
+            conn_end(c, &f);
             return true;
         }
     }
@@ -420,14 +421,18 @@ static void read_options(const struct afdt_server_options *in, struct afdt_serve
 /* Both create calls end here, with the options and the handlers settled. */
 static int create_server(const char *fname, struct event_base *eb,
                          const struct afdt_server_options *o, afdt_request_handler_t on_request,
-                         afdt_post_handler_t on_post, void **out_close_handle) {
+                         afdt_post_handler_t on_post, bool ex, void **out_close_handle) {
     struct afdt__fail f;
     struct afdt__server *srv = NULL;
     struct afdt__addr a;
     int lfd = -1;
 
-    if (eb == NULL || (on_request == NULL && o->request_handler == NULL)) {
+    if (eb == NULL || (!ex && on_request == NULL)) {
         afdt__fail(&f, AFDT_EVENT_BASE_SET, EINVAL, "event_base or request_handler is NULL");
+        goto fail;
+    }
+    if (ex && o->request_handler == NULL) {
+        afdt__fail(&f, AFDT_NO_OPERATION, EINVAL, "options have no request_handler");
         goto fail;
     }
     if (o->n_allowed_uids && o->allowed_uids == NULL) {
@@ -519,7 +524,7 @@ AFDT_EXPORT int afdt_create_server(const char *fname, struct event_base *eb,
     struct afdt_server_options o;
     read_options(&given, &o);
     return create_server(fname, eb, &o, request_handler, post_handler ? post_handler : afdt_no_post,
-                         out_close_handle);
+                         false, out_close_handle);
 }
 
 AFDT_EXPORT int afdt_create_server_ex(const char *fname, struct event_base *eb,
@@ -532,7 +537,7 @@ AFDT_EXPORT int afdt_create_server_ex(const char *fname, struct event_base *eb,
     }
     struct afdt_server_options o;
     read_options(opts, &o);
-    return create_server(fname, eb, &o, NULL, NULL, out_close_handle);
+    return create_server(fname, eb, &o, NULL, NULL, true, out_close_handle);
 }
 
 /* Remove the socket file if it is still the one we bound: a successor may

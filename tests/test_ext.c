@@ -230,7 +230,8 @@ static struct {
     uint32_t bogus_nfds; /* if not 0, the count the handler claims instead */
     int allow;           /* what authorize answers */
     /* What happened. */
-    int requests, posts, errors, authorizes;
+    int requests, posts, failed_posts, errors, authorizes;
+    int post_error; /* of the last failed post */
     struct afdt_peer peer, auth_peer;
     uint8_t req[AFDT_MSGLEN];
     uint32_t req_len;
@@ -265,8 +266,16 @@ static int srv_request(const struct afdt_peer *peer, const uint8_t *req, uint32_
 }
 
 static void srv_post(const struct afdt_peer *peer, const uint8_t *req, uint32_t len,
-                     const struct afdt_reply *reply, void *ud) {
+                     const struct afdt_reply *reply, int error, void *ud) {
     (void)peer, (void)req, (void)len, (void)ud;
+    if (error) {
+        /* The exchange failed after the handler answered: the error handler
+         * was told first, and the reply is ours to release now. */
+        CHECK_INT(S.errors, >, 0);
+        S.failed_posts++;
+        S.post_error = error;
+        return;
+    }
     S.posts++;
     S.post_nfds = reply->nfds;
     S.post_nnamed = reply->nnamed;
@@ -1990,6 +1999,9 @@ TEST(server_ex_drops_a_named_set_client_that_never_acknowledges) {
     CHECK(run_until(eb, &S.errors, 1, 5000));
     CHECK_ERR(S.err, AFDT_HANDLE_REQUEST, AFDT_TIMEOUT, ETIMEDOUT, S.err_errno);
     CHECK_INT(S.posts, ==, 0);
+    /* The post handler still runs, with the error, so the set can be released. */
+    CHECK_INT(S.failed_posts, ==, 1);
+    CHECK_INT(S.post_error, ==, ETIMEDOUT);
     close(r.go[1]); /* the client gives up without acknowledging */
     r.go[1] = -1;
     CHECK_INT(serve_until_exit(eb, pid), ==, 0);
@@ -2017,6 +2029,8 @@ TEST(server_ex_named_receiver_dying_half_way_is_reported_without_leak) {
     CHECK_INT(S.err.phase, ==, AFDT_HANDLE_REQUEST);
     CHECK_INT(S.posts, ==, 0);
     stop(eb, h); /* returns only once the connection is gone */
+    CHECK_INT(S.failed_posts, ==, 1);
+    CHECK_INT(S.post_error, !=, 0);
     free_big_set(3000);
 }
 
