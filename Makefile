@@ -5,7 +5,7 @@ PREFIX ?= /usr/local
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps configure test demo install asan clean
+.PHONY: all deps configure test demo bench install asan clean
 
 all: configure
 	cmake --build $(BUILD) -j $(JOBS)
@@ -21,6 +21,9 @@ test: all
 
 demo: all
 	$(BUILD)/examples/afdt-handoff-demo
+
+bench: all
+	sh bench/run.sh $(BUILD)
 
 install: all
 	cmake --install $(BUILD) --prefix $(PREFIX)
