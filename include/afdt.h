@@ -214,10 +214,10 @@ AFDT_EXPORT void afdt_no_post(const uint8_t *request, uint32_t request_length,
  * post handler, are called; errors on one connection go to @error_handler
  * (phase AFDT_ACCEPT_CLIENT or AFDT_HANDLE_REQUEST) and never stop the server.
  * A bad client cannot hurt it: descriptors sent with a request are closed
- * (the request is answered as usual); each connection has 10 seconds to send
- * its request; at most 1,024 connections are open, and when full the oldest
- * connection still waiting for its request is dropped; when out of
- * descriptors it pauses accepting for at most 100 ms at a time.
+ * (the request is answered as usual, and the error handler is told); each
+ * connection has 10 seconds for its whole exchange; at most 1,024 connections are open, and when
+ * full the oldest connection still waiting for its request is dropped; when out of descriptors it
+ * pauses accepting for at most 100 ms at a time.
  *
  * @post_handler may be NULL (as afdt_no_post).  @out_close_handle, if not
  * NULL, receives the handle for afdt_close_server().  Returns >= 0 on

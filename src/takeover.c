@@ -110,6 +110,7 @@ fail:
 
 static int check_parsed(int fd, const struct spec *sp, struct afdt_error_t *err) {
     struct afdt_socket_expect want = {0};
+    struct sockaddr_storage addr = sp->ss;
     want.size = sizeof(want);
     want.type = sp->type;
     want.family = sp->is_unix ? AF_UNIX : sp->ss.ss_family;
@@ -117,8 +118,20 @@ static int check_parsed(int fd, const struct spec *sp, struct afdt_error_t *err)
     if (sp->is_unix) {
         want.addr = &sp->un.sun;
         want.addr_len = sp->un.len;
-    } else if (!sp->any_port) {
-        want.addr = &sp->ss;
+    } else {
+        /* Port 0 asks for any port: compare the address with the port the
+         * socket has. */
+        struct sockaddr_storage local;
+        socklen_t len = sizeof(local);
+        if (sp->any_port && getsockname(fd, (struct sockaddr *)&local, &len) == 0 &&
+            local.ss_family == addr.ss_family) {
+            if (addr.ss_family == AF_INET)
+                ((struct sockaddr_in *)&addr)->sin_port = ((struct sockaddr_in *)&local)->sin_port;
+            else if (addr.ss_family == AF_INET6)
+                ((struct sockaddr_in6 *)&addr)->sin6_port =
+                    ((struct sockaddr_in6 *)&local)->sin6_port;
+        }
+        want.addr = &addr;
         want.addr_len = sp->len;
     }
     return afdt_check_socket(fd, &want, err);
@@ -211,6 +224,11 @@ done:
     return n;
 fail:
     free(set);
+    if (unset_env) {
+        unsetenv("LISTEN_PID");
+        unsetenv("LISTEN_FDS");
+        unsetenv("LISTEN_FDNAMES");
+    }
     return afdt__report(err, AFDT__KEEP_PHASE, &f);
 }
 
@@ -248,7 +266,7 @@ AFDT_EXPORT int afdt_get_listeners(const char *const *names, const char *const *
                                    const char *predecessor, const struct timeval *timeout,
                                    struct afdt_named_fd **ret_set, uint32_t *ret_sources,
                                    struct afdt_error_t *err) {
-    struct afdt__fail f;
+    struct afdt__fail f = {AFDT_NO_OPERATION, 0, ""};
     struct afdt_named_fd *set = NULL, *passed = NULL, *sent = NULL;
     struct spec *parsed = NULL;
     uint32_t npassed = 0, nsent = 0, sources = 0;
@@ -294,9 +312,8 @@ AFDT_EXPORT int afdt_get_listeners(const char *const *names, const char *const *
             /* Nobody there is the usual first start; anything else is an
              * answer we must not paper over by binding in its place. */
             if (e.operation != AFDT_CONNECT) {
-                if (err)
-                    *err = e;
-                goto out;
+                afdt__fail(&f, e.operation, errno, e.message);
+                goto report;
             }
         }
         if (take_from(set, parsed, n, sent, nsent, AFDT_FROM_PREDECESSOR, &sources, err) < 0)
