@@ -22,6 +22,12 @@ test: all
 demo: all
 	$(BUILD)/examples/afdt-handoff-demo
 
+# afdt(1) runs a socket-activated HTTP server that does not use libafdt: two restarts and an
+# upgrade of the supervisor itself, under load (examples/supervisor_demo.sh).
+.PHONY: demo-supervisor
+demo-supervisor: all
+	sh examples/supervisor_demo.sh $(BUILD)
+
 bench: all
 	sh bench/run.sh $(BUILD)
 

@@ -1,0 +1,829 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+/* The afdt(1) supervisor, run as a user would: serve, restart, rollback, status, stop, exec,
+ * self-upgrade, socket activation, and bad input, with a socket-activated test server. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "afdt.h"
+#include "harness.h"
+
+#ifndef AFDT_TOOL
+#error "AFDT_TOOL must name the built afdt program"
+#endif
+#ifndef AFDT_TEST_SERVER
+#error "AFDT_TEST_SERVER must name the built activated_server program"
+#endif
+
+/* Generous, for sanitizer builds; a healthy run never comes near. */
+#define WAIT_MS 15000
+
+static int64_t mono_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Orphans come to the test process, so "no process left behind" can be checked. */
+static void become_subreaper(void) {
+    CHECK_INT(prctl(PR_SET_CHILD_SUBREAPER, 1), ==, 0);
+}
+
+/* Wait for @pid at most @ms; past that it is killed and -1 returned. */
+static int reap(pid_t pid, int ms) {
+    int64_t end = mono_ms() + ms;
+    int st;
+    pid_t r;
+    while ((r = waitpid(pid, &st, WNOHANG)) == 0 && mono_ms() < end)
+        sleep_ms(10);
+    if (r == 0) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &st, 0);
+        return -1;
+    }
+    CHECK_INT(r, ==, pid);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+/* Every process started here has ended and been reaped, and none was orphaned to us. */
+static void check_no_children(void) {
+    int st;
+    pid_t r = waitpid(-1, &st, WNOHANG);
+    int e = errno;
+    if (r != -1 || e != ECHILD)
+        harness_fail(__FILE__, __LINE__, "a process was left behind (waitpid: %d)", (int)r);
+}
+
+static bool exists(const char *path) {
+    struct stat st;
+    return lstat(path, &st) == 0;
+}
+
+static void write_file(const char *path, const char *text) {
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    CHECK(fd >= 0);
+    CHECK_INT(write(fd, text, strlen(text)), ==, (ssize_t)strlen(text));
+    close(fd);
+}
+
+static void read_file(const char *path, char *buf, size_t size) {
+    buf[0] = '\0';
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    ssize_t n = read(fd, buf, size - 1);
+    buf[n > 0 ? n : 0] = '\0';
+    close(fd);
+}
+
+/* Start the tool with @argv (argv[0] is ignored); its output goes to @log, or to @out_fd. */
+static pid_t start_tool(const char *log, int out_fd, const char *const *argv) {
+    const char *args[40];
+    int n = 0;
+    args[n++] = AFDT_TOOL;
+    for (int i = 1; argv[i] && n < 39; i++)
+        args[n++] = argv[i];
+    args[n] = NULL;
+    pid_t parent = getpid();
+    fflush(NULL);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        /* A failing test exits at once: what it started must not outlive it. */
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
+            _exit(127);
+        int fd = log ? open(log, O_WRONLY | O_CREAT | O_APPEND, 0600) : out_fd;
+        if (fd < 0 || dup2(fd, 1) < 0 || dup2(fd, 2) < 0)
+            _exit(127);
+        execv(AFDT_TOOL, (char *const *)args);
+        _exit(127);
+    }
+    return pid;
+}
+
+/* Run the tool to the end; its output (stdout and stderr) in @out. Returns its status. */
+static int run_tool_v(char *out, size_t size, const char *const *argv) {
+    int p[2];
+    CHECK_INT(pipe2(p, O_CLOEXEC), ==, 0);
+    pid_t pid = start_tool(NULL, p[1], argv);
+    close(p[1]);
+    size_t got = 0;
+    int64_t end = mono_ms() + WAIT_MS;
+    for (;;) {
+        struct pollfd pfd = {p[0], POLLIN, 0};
+        int left = (int)(end - mono_ms());
+        if (left <= 0 || poll(&pfd, 1, left) <= 0)
+            break;
+        ssize_t n = read(p[0], out + got, size - 1 - got);
+        if (n <= 0)
+            break;
+        got += (size_t)n;
+        if (got == size - 1)
+            break;
+    }
+    out[got] = '\0';
+    close(p[0]);
+    return reap(pid, WAIT_MS);
+}
+
+#define RUN_TOOL(out, ...)                                                                         \
+    run_tool_v(out, sizeof(out), (const char *const[]){"afdt", __VA_ARGS__, NULL})
+
+/* Whether @log contains @text within @ms. */
+static bool wait_log(const char *log, const char *text, int ms) {
+    static char buf[65536];
+    int64_t end = mono_ms() + ms;
+    do {
+        read_file(log, buf, sizeof(buf));
+        if (strstr(buf, text))
+            return true;
+        sleep_ms(20);
+    } while (mono_ms() < end);
+    fprintf(stderr, "log %s lacks \"%s\":\n%s\n", log, text, buf);
+    return false;
+}
+
+/* A supervisor under test, with its control path, log and behaviour file. */
+struct sv {
+    pid_t pid;
+    char ctl[128], log[128], behaviour[128];
+};
+
+static void sv_init(struct sv *s) {
+    memset(s, 0, sizeof(*s));
+    snprintf(s->ctl, sizeof(s->ctl), "%s", tmp_path("ctl"));
+    snprintf(s->log, sizeof(s->log), "%s", tmp_path("log"));
+    snprintf(s->behaviour, sizeof(s->behaviour), "%s", tmp_path("behaviour"));
+}
+
+/* "afdt serve --control CTL OPTS... -- activated_server --behaviour-file B", logged. */
+static pid_t sv_spawn(struct sv *s, const char *const *opts) {
+    const char *argv[40] = {"afdt", "serve", "--control", s->ctl};
+    int n = 4;
+    while (*opts && n < 34)
+        argv[n++] = *opts++;
+    argv[n++] = "--";
+    argv[n++] = AFDT_TEST_SERVER;
+    argv[n++] = "--behaviour-file";
+    argv[n++] = s->behaviour;
+    argv[n] = NULL;
+    return start_tool(s->log, -1, argv);
+}
+
+#define SV_START(s, ...)                                                                           \
+    do {                                                                                           \
+        (s)->pid = sv_spawn((s), (const char *const[]){__VA_ARGS__, NULL});                        \
+        CHECK(wait_log((s)->log, "control channel at", WAIT_MS));                                  \
+        CHECK(wait_log((s)->log, "is ready", WAIT_MS));                                            \
+    } while (0)
+
+/* "afdt stop", and the supervisor must exit 0 with its control path gone. */
+static void sv_stop(struct sv *s) {
+    char out[1024];
+    CHECK_INT(RUN_TOOL(out, "stop", "--control", s->ctl), ==, 0);
+    CHECK(strstr(out, "stopped") != NULL);
+    CHECK_INT(reap(s->pid, WAIT_MS), ==, 0);
+    CHECK(!exists(s->ctl));
+}
+
+/* The port of the socket named @name, from "afdt status --json". */
+static int sv_port(struct sv *s, const char *name) {
+    char out[8192], key[80];
+    CHECK_INT(RUN_TOOL(out, "status", "--control", s->ctl, "--json"), ==, 0);
+    snprintf(key, sizeof(key), "\"name\":\"%s\"", name);
+    const char *p = strstr(out, key);
+    CHECK(p != NULL);
+    p = strstr(p, "\"port\":");
+    CHECK(p != NULL);
+    return atoi(p + 7);
+}
+
+/* One line exchange with the test server over a new connection; @sa is its address. */
+static int ask_stream(int family, const struct sockaddr *sa, socklen_t len, char *buf,
+                      size_t size) {
+    int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    CHECK(fd >= 0);
+    struct timeval tv = {5, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    size_t got = 0;
+    int r = -1;
+    if (connect(fd, sa, len) == 0 && send(fd, "hello\n", 6, MSG_NOSIGNAL) == 6) {
+        ssize_t n;
+        while (got < size - 1 && (n = recv(fd, buf + got, size - 1 - got, 0)) > 0)
+            got += (size_t)n;
+        r = got > 0 ? 0 : -1;
+    }
+    buf[got] = '\0';
+    close(fd);
+    return r;
+}
+
+static struct sockaddr_in loopback(int port) {
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    return a;
+}
+
+/* The generation that answers on 127.0.0.1:@port, or -1. */
+static int tcp_gen(int port) {
+    struct sockaddr_in a = loopback(port);
+    char buf[256];
+    int gen = -1;
+    if (ask_stream(AF_INET, (struct sockaddr *)&a, sizeof(a), buf, sizeof(buf)) == 0 &&
+        sscanf(buf, "gen=%d", &gen) != 1)
+        gen = -1;
+    return gen;
+}
+
+static int unix_ask(const char *path, char *buf, size_t size) {
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    snprintf(a.sun_path, sizeof(a.sun_path), "%s", path);
+    return ask_stream(AF_UNIX, (struct sockaddr *)&a, sizeof(a), buf, size);
+}
+
+static int udp_ask(int port, char *buf, size_t size) {
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    CHECK(fd >= 0);
+    struct timeval tv = {5, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    struct sockaddr_in a = loopback(port);
+    ssize_t n = -1;
+    if (sendto(fd, "hi", 2, 0, (struct sockaddr *)&a, sizeof(a)) == 2)
+        n = recv(fd, buf, size - 1, 0);
+    buf[n > 0 ? n : 0] = '\0';
+    close(fd);
+    return n > 0 ? 0 : -1;
+}
+
+TEST(serve_status_and_stop_with_tcp_unix_and_udp_sockets) {
+    become_subreaper();
+    struct sv s;
+    sv_init(&s);
+    char unix_spec[160], path[128], lock[140], out[8192], buf[256];
+    snprintf(path, sizeof(path), "%s", tmp_path("listen"));
+    snprintf(lock, sizeof(lock), "%s.lock", path);
+    snprintf(unix_spec, sizeof(unix_spec), "local=unix:%s", path);
+    SV_START(&s, "--listen", "web=tcp:127.0.0.1:0", "--listen", unix_spec, "--listen",
+             "dgram=udp:127.0.0.1:0");
+    struct stat st;
+    CHECK_INT(stat(s.ctl, &st), ==, 0);
+    CHECK_INT(st.st_mode & 0777, ==, 0600);
+
+    CHECK_INT(RUN_TOOL(out, "status", "--control", s.ctl), ==, 0);
+    CHECK(strstr(out, " serving ") != NULL);
+    CHECK(strstr(out, "web") && strstr(out, "local") && strstr(out, "dgram"));
+    CHECK(strstr(out, "restarts     0 (rollbacks 0)") != NULL);
+    CHECK_INT(RUN_TOOL(out, "status", "--control", s.ctl, "--json"), ==, 0);
+    CHECK(strstr(out, "\"state\":\"running\"") != NULL);
+    CHECK(strstr(out, "\"state\":\"serving\"") != NULL);
+
+    CHECK_INT(tcp_gen(sv_port(&s, "web")), ==, 1);
+    CHECK_INT(unix_ask(path, buf, sizeof(buf)), ==, 0);
+    CHECK(strncmp(buf, "gen=1 ", 6) == 0 && strstr(buf, "name=local") != NULL);
+    CHECK_INT(udp_ask(sv_port(&s, "dgram"), buf, sizeof(buf)), ==, 0);
+    CHECK(strstr(buf, "name=dgram") != NULL);
+
+    sv_stop(&s);
+    CHECK(wait_log(s.log, "stopped; exit status 0", WAIT_MS));
+    CHECK(!exists(path));
+    CHECK(!exists(lock));
+    check_no_children();
+}
+
+TEST(restart_hands_the_sockets_to_a_new_generation) {
+    become_subreaper();
+    struct sv s;
+    sv_init(&s);
+    char out[2048];
+    SV_START(&s, "--listen", "web=tcp:127.0.0.1:0");
+    int port = sv_port(&s, "web");
+    CHECK_INT(tcp_gen(port), ==, 1);
+    CHECK_INT(RUN_TOOL(out, "restart", "--control", s.ctl), ==, 0);
+    CHECK(strstr(out, "restart 1 succeeded: generation 2") != NULL);
+    CHECK_INT(tcp_gen(port), ==, 2);
+    CHECK(wait_log(s.log, "generation 1 (pid", WAIT_MS));
+    CHECK(wait_log(s.log, "exited with status 0", WAIT_MS));
+    CHECK_INT(RUN_TOOL(out, "status", "--control", s.ctl), ==, 0);
+    CHECK(strstr(out, "restarts     1 (rollbacks 0)") != NULL);
+    sv_stop(&s);
+    check_no_children();
+}
+
+TEST(restart_rolls_back_when_the_new_generation_exits) {
+    become_subreaper();
+    struct sv s;
+    sv_init(&s);
+    char out[4096];
+    SV_START(&s, "--listen", "web=tcp:127.0.0.1:0");
+    int port = sv_port(&s, "web");
+    write_file(s.behaviour, "exit 3\n");
+    CHECK_INT(RUN_TOOL(out, "restart", "--control", s.ctl), ==, 1);
+    CHECK(strstr(out, "restart 1 failed: generation 2") != NULL);
+    CHECK(strstr(out, "exited with status 3 before it was ready") != NULL);
+    CHECK(strstr(out, "rolled back: generation 1") != NULL);
+    CHECK_INT(tcp_gen(port), ==, 1);
+    CHECK_INT(RUN_TOOL(out, "status", "--control", s.ctl, "--json"), ==, 0);
+    CHECK(strstr(out, "\"rollbacks\":1") != NULL);
+    unlink(s.behaviour); /* fixed: the next restart goes through */
+    CHECK_INT(RUN_TOOL(out, "restart", "--control", s.ctl), ==, 0);
+    CHECK(strstr(out, "restart 2 succeeded: generation 3") != NULL);
+    CHECK_INT(tcp_gen(port), ==, 3);
+    sv_stop(&s);
+    check_no_children();
+}
+
+TEST(restart_rolls_back_when_the_new_generation_is_never_ready) {
+    become_subreaper();
+    struct sv s;
+    sv_init(&s);
+    char out[4096];
+    SV_START(&s, "--listen", "web=tcp:127.0.0.1:0", "--ready-timeout", "0.5");
+    int port = sv_port(&s, "web");
+    write_file(s.behaviour, "hang\n");
+    CHECK_INT(RUN_TOOL(out, "restart", "--control", s.ctl), ==, 1);
+    CHECK(strstr(out, "generation 2") && strstr(out, "did not send READY=1 within 0.5s"));
+    CHECK(strstr(out, "rolled back: generation 1") != NULL);
+    /* The one on trial is stopped; the old one still serves. */
+    CHECK(wait_log(s.log, "generation 2 (pid", WAIT_MS));
+    CHECK(wait_log(s.log, "exited with status 0", WAIT_MS));
+    CHECK_INT(tcp_gen(port), ==, 1);
+    CHECK_INT(RUN_TOOL(out, "status", "--control", s.ctl), ==, 0);
+    CHECK(strstr(out, "restarts     0 (rollbacks 1)") != NULL);
+    sv_stop(&s);
+    check_no_children();
+}
+
+TEST(a_second_restart_during_one_is_refused) {
+    become_subreaper();
+    struct sv s;
+    sv_init(&s);
+    char out[2048], log2[128];
+    snprintf(log2, sizeof(log2), "%s", tmp_path("restart-log"));
+    SV_START(&s, "--listen", "web=tcp:127.0.0.1:0");
+    write_file(s.behaviour, "slow 1500\n");
+    pid_t first =
+        start_tool(log2, -1, (const char *const[]){"afdt", "restart", "--control", s.ctl, NULL});
+    CHECK(wait_log(s.log, "starting generation 2", WAIT_MS));
+    CHECK_INT(RUN_TOOL(out, "restart", "--control", s.ctl), ==, 1);
+    CHECK(strstr(out, "busy: a restart is in progress") != NULL);
+    CHECK_INT(reap(first, WAIT_MS), ==, 0);
+    CHECK(wait_log(log2, "restart 1 succeeded: generation 2", 1));
+    sv_stop(&s);
+    check_no_children();
+}
+
+TEST(sighup_restarts_and_sigterm_stops) {
+    become_subreaper();
+    struct sv s;
+    sv_init(&s);
+    SV_START(&s, "--listen", "web=tcp:127.0.0.1:0");
+    int port = sv_port(&s, "web");
+    CHECK_INT(kill(s.pid, SIGHUP), ==, 0);
+    CHECK(wait_log(s.log, "restart 1 succeeded: generation 2", WAIT_MS));
+    CHECK_INT(tcp_gen(port), ==, 2);
+    CHECK_INT(kill(s.pid, SIGTERM), ==, 0);
+    CHECK_INT(reap(s.pid, WAIT_MS), ==, 0);
+    CHECK(!exists(s.ctl));
+    check_no_children();
+}
+
+TEST(a_server_without_notify_is_taken_as_ready_after_the_ready_timeout) {
+    become_subreaper();
+    struct sv s;
+    sv_init(&s);
+    char out[2048];
+    write_file(s.behaviour, "no-notify\n");
+    SV_START(&s, "--listen", "web=tcp:127.0.0.1:0", "--ready-timeout", "0.3");
+    CHECK(wait_log(s.log, "it ran 0.3s without exiting", 1));
+    CHECK_INT(RUN_TOOL(out, "restart", "--control", s.ctl), ==, 0);
+    CHECK(strstr(out, "generation 2") && strstr(out, "it ran 0.3s without exiting"));
+    CHECK_INT(tcp_gen(sv_port(&s, "web")), ==, 2);
+    sv_stop(&s);
+    check_no_children();
+}
+
+TEST(serve_exits_with_the_status_of_a_generation_that_exits_on_its_own) {
+    become_subreaper();
+    struct sv s;
+    sv_init(&s);
+    char buf[256];
+    SV_START(&s, "--listen", "web=tcp:127.0.0.1:0");
+    struct sockaddr_in a = loopback(sv_port(&s, "web"));
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    CHECK_INT(connect(fd, (struct sockaddr *)&a, sizeof(a)), ==, 0);
+    CHECK_INT(send(fd, "quit 7\n", 7, MSG_NOSIGNAL), ==, 7);
+    CHECK(recv(fd, buf, sizeof(buf), 0) > 0);
+    close(fd);
+    CHECK_INT(reap(s.pid, WAIT_MS), ==, 7);
+    CHECK(wait_log(s.log, "exited with status 7", 1));
+    CHECK(!exists(s.ctl));
+    check_no_children();
+}
+
+TEST(the_drain_timeout_kills_a_generation_that_ignores_sigterm) {
+    become_subreaper();
+    struct sv s;
+    sv_init(&s);
+    char out[1024];
+    write_file(s.behaviour, "ignore-term\n");
+    SV_START(&s, "--listen", "web=tcp:127.0.0.1:0", "--drain-timeout", "0.2");
+    CHECK_INT(RUN_TOOL(out, "stop", "--control", s.ctl), ==, 0);
+    CHECK_INT(reap(s.pid, WAIT_MS), ==, 0);
+    CHECK(wait_log(s.log, "did not exit within the drain timeout (0.2s): SIGKILL", 1));
+    CHECK(wait_log(s.log, "was killed by signal 9", 1));
+    check_no_children();
+}
+
+/* A client sending requests on new connections until @stop_fd closes; it reports
+ * "ok N failed M" on @result_fd. */
+struct load {
+    int port, stop_fd, result_fd;
+    int parent_ends[2]; /* the parent's ends of both pipes, closed here */
+};
+
+static int run_load(void *arg) {
+    struct load *l = arg;
+    unsigned long ok = 0, failed = 0;
+    close(l->parent_ends[0]);
+    close(l->parent_ends[1]);
+    struct pollfd pfd = {l->stop_fd, POLLIN, 0};
+    while (poll(&pfd, 1, 1) == 0) {
+        if (tcp_gen(l->port) > 0)
+            ok++;
+        else
+            failed++;
+    }
+    char line[64];
+    int n = snprintf(line, sizeof(line), "ok %lu failed %lu", ok, failed);
+    return write(l->result_fd, line, (size_t)n) == n ? 0 : 1;
+}
+
+TEST(a_second_supervisor_takes_over_under_load) {
+    become_subreaper();
+    struct sv a, b;
+    sv_init(&a);
+    sv_init(&b);
+    snprintf(b.ctl, sizeof(b.ctl), "%s", a.ctl);
+    char path[128], unix_spec[160], out[8192], buf[256];
+    snprintf(path, sizeof(path), "%s", tmp_path("listen"));
+    snprintf(unix_spec, sizeof(unix_spec), "local=unix:%s", path);
+    SV_START(&a, "--listen", "web=tcp:127.0.0.1:0", "--listen", unix_spec);
+    int port = sv_port(&a, "web");
+
+    int stop[2], result[2];
+    CHECK_INT(pipe2(stop, O_CLOEXEC), ==, 0);
+    CHECK_INT(pipe2(result, O_CLOEXEC), ==, 0);
+    struct load l = {port, stop[0], result[1], {stop[1], result[0]}};
+    pid_t loader = spawn(run_load, &l);
+    close(stop[0]);
+    close(result[1]);
+    sleep_ms(300);
+
+    /* The same command line again: it finds the running supervisor and takes over. */
+    SV_START(&b, "--listen", "web=tcp:127.0.0.1:0", "--listen", unix_spec);
+    CHECK_INT(reap(a.pid, WAIT_MS), ==, 0);
+    CHECK(wait_log(b.log, "taking over from the supervisor", 1));
+    CHECK(wait_log(a.log, "handing over to the supervisor with pid", 1));
+    sleep_ms(300);
+    close(stop[1]);
+    CHECK_INT(reap(loader, WAIT_MS), ==, 0);
+    unsigned long ok = 0, failed = 1;
+    ssize_t n = read(result[0], buf, sizeof(buf) - 1);
+    close(result[0]);
+    buf[n > 0 ? n : 0] = '\0';
+    CHECK_INT(sscanf(buf, "ok %lu failed %lu", &ok, &failed), ==, 2);
+    CHECK_INT(failed, ==, 0);
+    CHECK_INT(ok, >, 0);
+
+    CHECK_INT(RUN_TOOL(out, "status", "--control", b.ctl), ==, 0);
+    char me[64];
+    snprintf(me, sizeof(me), "supervisor   pid %d, running", (int)b.pid);
+    CHECK(strstr(out, me) != NULL);
+    CHECK(strstr(out, "taken over") != NULL);
+    CHECK_INT(tcp_gen(port), ==, 2);
+    CHECK_INT(unix_ask(path, buf, sizeof(buf)), ==, 0);
+    CHECK(strncmp(buf, "gen=2 ", 6) == 0);
+    sv_stop(&b);
+    CHECK(!exists(path)); /* the successor owns the socket file now */
+    check_no_children();
+}
+
+TEST(a_takeover_with_a_listen_that_does_not_match_leaves_the_old_supervisor) {
+    become_subreaper();
+    struct sv a;
+    sv_init(&a);
+    char out[4096];
+    SV_START(&a, "--listen", "web=tcp:127.0.0.1:0");
+    CHECK_INT(RUN_TOOL(out, "serve", "--control", a.ctl, "--listen", "web=udp:127.0.0.1:0", "--",
+                       AFDT_TEST_SERVER),
+              ==, 1);
+    CHECK(strstr(out, "does not match the running supervisor's socket 'web'") != NULL);
+    CHECK_INT(RUN_TOOL(out, "serve", "--control", a.ctl, "--listen", "other=tcp:127.0.0.1:0", "--",
+                       AFDT_TEST_SERVER),
+              ==, 1);
+    CHECK(strstr(out, "has no socket named 'other'") != NULL);
+    CHECK_INT(tcp_gen(sv_port(&a, "web")), ==, 1);
+    sv_stop(&a);
+    check_no_children();
+}
+
+TEST(a_takeover_whose_generation_fails_leaves_the_old_supervisor) {
+    become_subreaper();
+    struct sv a;
+    sv_init(&a);
+    char out[4096], ident[64];
+    SV_START(&a, "--listen", "web=tcp:127.0.0.1:0");
+    write_file(a.behaviour, "exit 4\n");
+    CHECK_INT(RUN_TOOL(out, "serve", "--control", a.ctl, "--listen", "web=tcp:127.0.0.1:0", "--",
+                       AFDT_TEST_SERVER, "--behaviour-file", a.behaviour),
+              ==, 1);
+    CHECK(strstr(out, "upgrade abandoned") != NULL);
+    CHECK_INT(RUN_TOOL(out, "status", "--control", a.ctl), ==, 0);
+    snprintf(ident, sizeof(ident), "supervisor   pid %d, running", (int)a.pid);
+    CHECK(strstr(out, ident) != NULL);
+    CHECK_INT(tcp_gen(sv_port(&a, "web")), ==, 1);
+    sv_stop(&a);
+    check_no_children();
+}
+
+TEST(exec_from_passes_named_sockets_by_the_activation_convention) {
+    become_subreaper();
+    struct sv s;
+    sv_init(&s);
+    char path[128], unix_spec[160], out[2048], want[256];
+    snprintf(path, sizeof(path), "%s", tmp_path("listen"));
+    snprintf(unix_spec, sizeof(unix_spec), "local=unix:%s", path);
+    SV_START(&s, "--listen", "web=tcp:127.0.0.1:0", "--listen", unix_spec);
+    int port = sv_port(&s, "web");
+
+    CHECK_INT(RUN_TOOL(out, "exec", "--from", s.ctl, "--name", "local", "--", AFDT_TEST_SERVER,
+                       "--describe"),
+              ==, 0);
+    snprintf(want, sizeof(want),
+             "LISTEN_FDS=1 LISTEN_FDNAMES=local pid_ok=1 fd3=%s listening=1 "
+             "cloexec=0\n",
+             path);
+    CHECK_STR(out, want);
+    CHECK_INT(RUN_TOOL(out, "exec", "--from", s.ctl, "--", AFDT_TEST_SERVER, "--describe"), ==, 0);
+    snprintf(want, sizeof(want),
+             "LISTEN_FDS=2 LISTEN_FDNAMES=web:local pid_ok=1 fd3=127.0.0.1:%d listening=1 "
+             "cloexec=0 fd4=%s listening=1 cloexec=0\n",
+             port, path);
+    CHECK_STR(out, want);
+
+    CHECK_INT(RUN_TOOL(out, "exec", "--from", s.ctl, "--name", "nope", "--", AFDT_TEST_SERVER), ==,
+              1);
+    CHECK(strstr(out, "has no socket named 'nope' (it has: web, local)") != NULL);
+    CHECK_INT(RUN_TOOL(out, "exec", "--from", s.ctl, "--", "/nonexistent/program"), ==, 127);
+    CHECK(strstr(out, "cannot run /nonexistent/program") != NULL);
+    CHECK_INT(RUN_TOOL(out, "exec", "--from", tmp_path("nobody"), "--", AFDT_TEST_SERVER), ==, 1);
+    CHECK(strstr(out, "nothing answers at") != NULL);
+    sv_stop(&s);
+    check_no_children();
+}
+
+/* Run "afdt serve" as systemd would: the socket at descriptor 3, LISTEN_* and NOTIFY_SOCKET. */
+struct activation {
+    int fd;
+    const char *names, *notify, *log;
+    const char *const *argv;
+};
+
+static int run_activated(void *arg) {
+    struct activation *a = arg;
+    char pid[16];
+    int log = open(a->log, O_WRONLY | O_CREAT | O_APPEND, 0600);
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || log < 0 || dup2(log, 1) < 0 || dup2(log, 2) < 0 ||
+        dup2(a->fd, 3) < 0)
+        return 127;
+    snprintf(pid, sizeof(pid), "%d", (int)getpid());
+    setenv("LISTEN_FDS", "1", 1);
+    setenv("LISTEN_PID", pid, 1);
+    setenv("LISTEN_FDNAMES", a->names, 1);
+    setenv("NOTIFY_SOCKET", a->notify, 1);
+    execv(AFDT_TOOL, (char *const *)a->argv);
+    return 127;
+}
+
+static void serve_activated(const char *fdname) {
+    become_subreaper();
+    struct sv s;
+    sv_init(&s);
+    char notify_path[128], spec[64], msg[256];
+    snprintf(notify_path, sizeof(notify_path), "%s", tmp_path("notify"));
+    int nfd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+    snprintf(sun.sun_path, sizeof(sun.sun_path), "%.100s", notify_path);
+    CHECK_INT(bind(nfd, (struct sockaddr *)&sun, sizeof(sun)), ==, 0);
+    struct timeval tv = {WAIT_MS / 1000, 0};
+    setsockopt(nfd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+
+    struct afdt_error_t err = AFDT_ERROR_T_INIT;
+    int lfd = afdt_open_spec("tcp:127.0.0.1:0", &err);
+    CHECK(lfd >= 0);
+    struct sockaddr_in in;
+    socklen_t len = sizeof(in);
+    CHECK_INT(getsockname(lfd, (struct sockaddr *)&in, &len), ==, 0);
+    int port = ntohs(in.sin_port);
+    snprintf(spec, sizeof(spec), "web=tcp:127.0.0.1:%d", port);
+    const char *argv[] = {AFDT_TOOL, "serve", "--control",      s.ctl, "--listen",
+                          spec,      "--",    AFDT_TEST_SERVER, NULL};
+    struct activation a = {lfd, fdname, notify_path, s.log, argv};
+    s.pid = spawn(run_activated, &a);
+    close(lfd);
+
+    /* Readiness goes on to our NOTIFY_SOCKET, once the first generation is ready. */
+    ssize_t n = recv(nfd, msg, sizeof(msg) - 1, 0);
+    CHECK(n > 0);
+    msg[n] = '\0';
+    CHECK_STR(msg, "READY=1");
+    CHECK(wait_log(s.log, "(socket activation)", 1));
+    CHECK_INT(tcp_gen(port), ==, 1);
+    sv_stop(&s);
+    close(nfd);
+    check_no_children();
+}
+
+TEST(serve_takes_its_socket_from_socket_activation) {
+    serve_activated("web");
+}
+
+TEST(serve_matches_an_activated_socket_by_its_address_when_the_name_differs) {
+    serve_activated("web.socket");
+}
+
+TEST(bad_command_lines_are_refused_with_status_2) {
+    become_subreaper();
+    char out[2048];
+    const char *ctl = tmp_path("ctl");
+    CHECK_INT(RUN_TOOL(out, "frobnicate"), ==, 2);
+    CHECK(strstr(out, "unknown command 'frobnicate'") != NULL);
+    CHECK_INT(RUN_TOOL(out, "serve", "--control", ctl, "--bogus", "--listen", "web=tcp:127.0.0.1:0",
+                       "--", AFDT_TEST_SERVER),
+              ==, 2);
+    CHECK(strstr(out, "unknown option '--bogus'") != NULL);
+    CHECK_INT(RUN_TOOL(out, "status", "--control", ctl, "--verbose"), ==, 2);
+    CHECK(strstr(out, "unknown option '--verbose'") != NULL);
+    CHECK_INT(RUN_TOOL(out, "restart", "--json", "--control", ctl), ==, 2);
+    static const char *const malformed[] = {"web",
+                                            "web=tcp:127.0.0.1",
+                                            "web=tcp:127.0.0.1:99999",
+                                            "web=ftp:host:21",
+                                            "=tcp:127.0.0.1:0",
+                                            "a:b=tcp:127.0.0.1:0",
+                                            "web=unix:"};
+    for (size_t i = 0; i < sizeof(malformed) / sizeof(malformed[0]); i++) {
+        CHECK_INT(RUN_TOOL(out, "serve", "--control", ctl, "--listen", malformed[i], "--",
+                           AFDT_TEST_SERVER),
+                  ==, 2);
+        if (strstr(out, "malformed --listen") == NULL)
+            harness_fail(__FILE__, __LINE__, "'%s' was not called malformed: %s", malformed[i],
+                         out);
+    }
+    CHECK_INT(RUN_TOOL(out, "serve", "--control", ctl, "--listen", "web=tcp:127.0.0.1:0",
+                       "--listen", "web=tcp:127.0.0.1:0", "--", AFDT_TEST_SERVER),
+              ==, 2);
+    CHECK(strstr(out, "two --listen options are named 'web'") != NULL);
+    CHECK_INT(RUN_TOOL(out, "serve", "--control", ctl, "--", AFDT_TEST_SERVER), ==, 2);
+    CHECK(strstr(out, "--listen NAME=SPEC is required") != NULL);
+    CHECK_INT(RUN_TOOL(out, "serve", "--control", ctl, "--listen", "web=tcp:127.0.0.1:0"), ==, 2);
+    CHECK(strstr(out, "no COMMAND") != NULL);
+    CHECK_INT(RUN_TOOL(out, "serve", "--control", ctl, "--listen", "web=tcp:127.0.0.1:0",
+                       "--ready-timeout", "soon", "--", AFDT_TEST_SERVER),
+              ==, 2);
+    CHECK(strstr(out, "--ready-timeout wants a number of seconds") != NULL);
+    CHECK_INT(RUN_TOOL(out, "restart"), ==, 2);
+    CHECK(strstr(out, "--control PATH is required") != NULL);
+    CHECK(!exists(ctl));
+    check_no_children();
+}
+
+TEST(a_port_in_use_fails_and_leaves_nothing_behind) {
+    become_subreaper();
+    char out[2048], unix_spec[160], tcp_spec[64], lock[160];
+    const char *ctl = tmp_path("ctl"), *path = tmp_path("listen");
+    struct afdt_error_t err = AFDT_ERROR_T_INIT;
+    int busy = afdt_open_spec("tcp:127.0.0.1:0", &err);
+    CHECK(busy >= 0);
+    struct sockaddr_in in;
+    socklen_t len = sizeof(in);
+    CHECK_INT(getsockname(busy, (struct sockaddr *)&in, &len), ==, 0);
+    snprintf(unix_spec, sizeof(unix_spec), "local=unix:%s", path);
+    snprintf(tcp_spec, sizeof(tcp_spec), "web=tcp:127.0.0.1:%d", ntohs(in.sin_port));
+    snprintf(lock, sizeof(lock), "%s.lock", path);
+    CHECK_INT(RUN_TOOL(out, "serve", "--control", ctl, "--listen", unix_spec, "--listen", tcp_spec,
+                       "--", AFDT_TEST_SERVER),
+              ==, 1);
+    CHECK(strstr(out, "cannot listen on web=tcp:127.0.0.1:") != NULL);
+    CHECK(strstr(out, "Address already in use") != NULL);
+    close(busy);
+    CHECK(!exists(ctl));
+    CHECK(!exists(path));
+    CHECK(!exists(lock));
+    check_no_children();
+}
+
+/* A libafdt server that is not a supervisor: it answers one request with "nope". */
+static int not_a_supervisor(void *arg) {
+    int lfd = *(int *)arg;
+    int c = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+    uint8_t buf[AFDT_MSGLEN];
+    uint32_t len = sizeof(buf);
+    if (c < 0 || afdt_recv_plain_msg(c, buf, &len, NULL) < 0 ||
+        afdt_send_plain_msg(c, (const uint8_t *)"nope", 4, NULL) < 0)
+        return 1;
+    close(c);
+    return 0;
+}
+
+TEST(a_control_path_that_is_not_ours_is_left_alone) {
+    become_subreaper();
+    char out[2048], unix_spec[160], content[64];
+    const char *ctl = tmp_path("ctl"), *path = tmp_path("listen");
+    snprintf(unix_spec, sizeof(unix_spec), "local=unix:%s", path);
+    write_file(ctl, "precious data\n");
+    CHECK_INT(
+        RUN_TOOL(out, "serve", "--control", ctl, "--listen", unix_spec, "--", AFDT_TEST_SERVER), ==,
+        1);
+    CHECK(strstr(out, "exists and is not a socket") != NULL);
+    read_file(ctl, content, sizeof(content));
+    CHECK_STR(content, "precious data\n");
+    CHECK(!exists(path));
+
+    const char *other = tmp_path("other");
+    int lfd = afdt_listen(other, NULL);
+    CHECK(lfd >= 0);
+    pid_t server = spawn(not_a_supervisor, &lfd);
+    CHECK_INT(
+        RUN_TOOL(out, "serve", "--control", other, "--listen", unix_spec, "--", AFDT_TEST_SERVER),
+        ==, 1);
+    CHECK(strstr(out, "is served by something that is not an afdt supervisor") != NULL);
+    CHECK_INT(reap(server, WAIT_MS), ==, 0);
+    CHECK(exists(other));
+    CHECK(!exists(path));
+    close(lfd);
+    unlink(other);
+    check_no_children();
+}
+
+TEST(a_command_that_does_not_exist_fails_and_leaves_nothing_behind) {
+    become_subreaper();
+    char out[2048], unix_spec[160];
+    const char *ctl = tmp_path("ctl"), *path = tmp_path("listen");
+    snprintf(unix_spec, sizeof(unix_spec), "local=unix:%s", path);
+    CHECK_INT(RUN_TOOL(out, "serve", "--control", ctl, "--listen", unix_spec, "--",
+                       "/nonexistent/server"),
+              ==, 1);
+    CHECK(strstr(out, "cannot run /nonexistent/server: No such file or directory") != NULL);
+    CHECK_INT(RUN_TOOL(out, "serve", "--control", ctl, "--listen", unix_spec, "--",
+                       "no-such-command-afdt-test"),
+              ==, 1);
+    CHECK(strstr(out, "cannot run no-such-command-afdt-test: command not found") != NULL);
+    CHECK_INT(RUN_TOOL(out, "serve", "--control", ctl, "--listen", unix_spec, "--", "/"), ==, 1);
+    CHECK(strstr(out, "cannot run /: Is a directory") != NULL);
+    CHECK(!exists(ctl));
+    CHECK(!exists(path));
+    check_no_children();
+}
+
+TEST(client_commands_without_a_supervisor_fail) {
+    become_subreaper();
+    char out[2048];
+    const char *ctl = tmp_path("ctl");
+    static const char *const cmds[] = {"restart", "status", "stop"};
+    for (size_t i = 0; i < 3; i++) {
+        CHECK_INT(RUN_TOOL(out, cmds[i], "--control", ctl), ==, 1);
+        CHECK(strstr(out, "nothing answers at") != NULL);
+    }
+    check_no_children();
+}
+
+TEST(a_stale_control_socket_left_by_a_killed_supervisor_is_replaced) {
+    become_subreaper();
+    struct sv s;
+    sv_init(&s);
+    char lock[160];
+    snprintf(lock, sizeof(lock), "%s.lock", s.ctl);
+    int stale = afdt_listen(s.ctl, NULL);
+    CHECK(stale >= 0);
+    close(stale); /* the file stays, and nobody listens on it */
+    CHECK(exists(s.ctl));
+    SV_START(&s, "--listen", "web=tcp:127.0.0.1:0");
+    CHECK_INT(tcp_gen(sv_port(&s, "web")), ==, 1);
+    sv_stop(&s);
+    CHECK(!exists(lock));
+    check_no_children();
+}

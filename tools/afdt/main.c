@@ -1,0 +1,303 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+/* afdt(1): the command line, its checks, and the helpers every command uses. */
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "afdt_tool.h"
+
+#ifndef AFDT_TOOL_VERSION
+#define AFDT_TOOL_VERSION "1.0.0"
+#endif
+
+static const char usage_text[] =
+    "usage: afdt serve --control PATH --listen NAME=SPEC [--listen NAME=SPEC...]\n"
+    "                  [--ready-timeout SECONDS] [--drain-timeout SECONDS]\n"
+    "                  [--control-mode MODE] -- COMMAND [ARG...]\n"
+    "       afdt restart --control PATH\n"
+    "       afdt status  --control PATH [--json]\n"
+    "       afdt stop    --control PATH\n"
+    "       afdt exec    --from PATH [--name NAME...] [--request WORD] -- COMMAND [ARG...]\n"
+    "       afdt --help | --version\n"
+    "\n"
+    "SPEC is tcp:HOST:PORT, udp:HOST:PORT or unix:PATH (IPv6: tcp:[::1]:PORT;\n"
+    "abstract: unix:@NAME).  COMMAND gets the sockets by systemd's socket-activation\n"
+    "convention (LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES) and may report READY=1 on\n"
+    "NOTIFY_SOCKET.  See afdt(1).\n";
+
+static char tag[32] = "afdt";
+
+void say_with_pid(void) {
+    snprintf(tag, sizeof(tag), "afdt[%d]", (int)getpid());
+}
+
+void say(const char *fmt, ...) {
+    char line[1024];
+    int n = snprintf(line, sizeof(line), "%s: ", tag);
+    va_list ap;
+    va_start(ap, fmt);
+    int m = vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);
+    va_end(ap);
+    size_t len = (size_t)n + (m < 0 ? 0 : (size_t)m);
+    if (len > sizeof(line) - 2)
+        len = sizeof(line) - 2;
+    line[len++] = '\n';
+    /* One write per line, so lines from several supervisors sharing a terminal never mix. */
+    ssize_t w;
+    while ((w = write(STDERR_FILENO, line, len)) < 0 && errno == EINTR) {
+    }
+}
+
+int64_t now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void sleep_ms_tool(int ms) {
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) < 0 && errno == EINTR) {
+    }
+}
+
+void format_age(int64_t ms, char *buf, size_t size) {
+    int64_t s = ms / 1000;
+    if (ms < 10000)
+        snprintf(buf, size, "%.1fs", (double)ms / 1000.0);
+    else if (s < 60)
+        snprintf(buf, size, "%llds", (long long)s);
+    else if (s < 3600)
+        snprintf(buf, size, "%lldm%02llds", (long long)(s / 60), (long long)(s % 60));
+    else if (s < 86400)
+        snprintf(buf, size, "%lldh%02lldm", (long long)(s / 3600), (long long)(s % 3600 / 60));
+    else
+        snprintf(buf, size, "%lldd%02lldh", (long long)(s / 86400), (long long)(s % 86400 / 3600));
+}
+
+__attribute__((noreturn, format(printf, 2, 3))) static void usage_error(const char *cmd,
+                                                                        const char *fmt, ...) {
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    say("%s%s%s", cmd ? cmd : "", cmd ? ": " : "", msg);
+    fputs("Try 'afdt --help'.\n", stderr);
+    exit(TOOL_EXIT_USAGE);
+}
+
+/* Walks one command's arguments: "--opt VALUE", "--opt=VALUE", flags, then "--" COMMAND. */
+struct args {
+    int argc;
+    char **argv;
+    int i;
+    const char *cmd;
+    char name[64];     /* the option being read, without any "=VALUE" */
+    const char *value; /* its "=VALUE", or NULL */
+};
+
+/* Read the next argument.  Returns 1 for an option (in a->name), 0 at the start of COMMAND
+ * (a->i indexes it; argc when none), -1 at the end. */
+static int next_arg(struct args *a) {
+    if (++a->i >= a->argc)
+        return -1;
+    const char *arg = a->argv[a->i];
+    if (strcmp(arg, "--") == 0) {
+        a->i++;
+        return 0;
+    }
+    if (arg[0] != '-' || arg[1] == '\0')
+        return 0;
+    const char *eq = strchr(arg, '=');
+    size_t len = eq ? (size_t)(eq - arg) : strlen(arg);
+    if (len >= sizeof(a->name))
+        usage_error(a->cmd, "unknown option '%s'", arg);
+    memcpy(a->name, arg, len);
+    a->name[len] = '\0';
+    a->value = eq ? eq + 1 : NULL;
+    if (strcmp(a->name, "--help") == 0 || strcmp(a->name, "-h") == 0) {
+        fputs(usage_text, stdout);
+        exit(0);
+    }
+    return 1;
+}
+
+static bool is_opt(const struct args *a, const char *name) {
+    return strcmp(a->name, name) == 0;
+}
+
+static const char *opt_value(struct args *a) {
+    if (a->value)
+        return a->value;
+    if (a->i + 1 >= a->argc)
+        usage_error(a->cmd, "option %s needs a value", a->name);
+    return a->argv[++a->i];
+}
+
+static void opt_flag(const struct args *a) {
+    if (a->value)
+        usage_error(a->cmd, "option %s takes no value", a->name);
+}
+
+__attribute__((noreturn)) static void unknown_option(const struct args *a) {
+    usage_error(a->cmd, "unknown option '%s'", a->argv[a->i]);
+}
+
+static int64_t parse_seconds(const struct args *a, const char *s, bool zero_ok) {
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (s[0] == '\0' || *end != '\0' || errno || !isfinite(v) || v < 0 || (v == 0 && !zero_ok) ||
+        v > 31536000.0)
+        usage_error(a->cmd, "%s wants a number of seconds%s, not '%s'", a->name,
+                    zero_ok ? "" : " above 0", s);
+    return (int64_t)llround(v * 1000.0);
+}
+
+static const char *need_path(const struct args *a, const char *path, const char *opt) {
+    if (path == NULL)
+        usage_error(a->cmd, "%s PATH is required", opt);
+    if (path[0] == '\0')
+        usage_error(a->cmd, "%s PATH is empty", opt);
+    return path;
+}
+
+static char **need_command(const struct args *a, int r) {
+    if (r != 0 || a->i >= a->argc)
+        usage_error(a->cmd, "no COMMAND given (put it after '--')");
+    return &a->argv[a->i];
+}
+
+static int main_serve(struct args *a) {
+    struct serve_args s = {
+        .control_mode = 0600, .ready_timeout_ms = 5000, .drain_timeout_ms = 30000};
+    s.ls = calloc((size_t)a->argc, sizeof(*s.ls));
+    if (s.ls == NULL) {
+        say("out of memory");
+        return 1;
+    }
+    int r;
+    while ((r = next_arg(a)) == 1) {
+        if (is_opt(a, "--control")) {
+            s.control = opt_value(a);
+        } else if (is_opt(a, "--listen")) {
+            char why[400];
+            if (listener_parse(opt_value(a), &s.ls[s.nls], why, sizeof(why)) < 0)
+                usage_error(a->cmd,
+                            "malformed --listen %s (want NAME=SPEC, SPEC tcp:HOST:PORT, "
+                            "udp:HOST:PORT or unix:PATH)",
+                            why);
+            for (uint32_t i = 0; i < s.nls; i++)
+                if (strcmp(s.ls[i].name, s.ls[s.nls].name) == 0)
+                    usage_error(a->cmd, "two --listen options are named '%s'", s.ls[i].name);
+            s.nls++;
+        } else if (is_opt(a, "--ready-timeout")) {
+            s.ready_timeout_ms = parse_seconds(a, opt_value(a), false);
+        } else if (is_opt(a, "--drain-timeout")) {
+            s.drain_timeout_ms = parse_seconds(a, opt_value(a), true);
+        } else if (is_opt(a, "--control-mode")) {
+            const char *v = opt_value(a);
+            char *end;
+            errno = 0;
+            unsigned long m = strtoul(v, &end, 8);
+            if (v[0] == '\0' || *end != '\0' || errno || m == 0 || m > 0777)
+                usage_error(a->cmd, "--control-mode wants octal permission bits, like 0600");
+            s.control_mode = (unsigned)m;
+        } else {
+            unknown_option(a);
+        }
+    }
+    need_path(a, s.control, "--control");
+    if (s.nls == 0)
+        usage_error(a->cmd, "at least one --listen NAME=SPEC is required");
+    s.argv = need_command(a, r);
+    r = serve_main(&s);
+    free(s.ls);
+    return r;
+}
+
+static int main_control(struct args *a) {
+    const char *control = NULL;
+    bool json = false;
+    int r;
+    while ((r = next_arg(a)) == 1) {
+        if (is_opt(a, "--control")) {
+            control = opt_value(a);
+        } else if (is_opt(a, "--json") && strcmp(a->cmd, "status") == 0) {
+            opt_flag(a);
+            json = true;
+        } else {
+            unknown_option(a);
+        }
+    }
+    if (r == 0)
+        usage_error(a->cmd, "unexpected argument '%s'", a->argv[a->i]);
+    need_path(a, control, "--control");
+    if (strcmp(a->cmd, "restart") == 0)
+        return cmd_restart(control);
+    if (strcmp(a->cmd, "status") == 0)
+        return cmd_status(control, json);
+    return cmd_stop(control);
+}
+
+static int main_exec(struct args *a) {
+    const char *from = NULL, *request = AFDT_LISTENERS_REQUEST;
+    const char **names = calloc((size_t)a->argc, sizeof(*names));
+    uint32_t nnames = 0;
+    if (names == NULL) {
+        say("out of memory");
+        return 1;
+    }
+    int r;
+    while ((r = next_arg(a)) == 1) {
+        if (is_opt(a, "--from")) {
+            from = opt_value(a);
+        } else if (is_opt(a, "--name")) {
+            const char *n = opt_value(a);
+            if (n[0] == '\0' || strlen(n) > AFDT_NAME_MAX || strchr(n, ':'))
+                usage_error(a->cmd, "--name wants 1 to %d characters without ':'", AFDT_NAME_MAX);
+            names[nnames++] = n;
+        } else if (is_opt(a, "--request")) {
+            request = opt_value(a);
+            if (request[0] == '\0' || strlen(request) > AFDT_MSGLEN)
+                usage_error(a->cmd, "--request wants 1 to %d bytes", (int)AFDT_MSGLEN);
+        } else {
+            unknown_option(a);
+        }
+    }
+    need_path(a, from, "--from");
+    char **argv = need_command(a, r);
+    r = cmd_exec(from, request, names, nnames, argv);
+    free(names);
+    return r;
+}
+
+int main(int argc, char **argv) {
+    struct args a = {.argc = argc, .argv = argv, .i = 1};
+    if (argc < 2)
+        usage_error(NULL, "no command given");
+    const char *cmd = argv[1];
+    a.cmd = cmd;
+    if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
+        fputs(usage_text, stdout);
+        return 0;
+    }
+    if (strcmp(cmd, "--version") == 0) {
+        printf("afdt %s\n", AFDT_TOOL_VERSION);
+        return 0;
+    }
+    if (strcmp(cmd, "serve") == 0)
+        return main_serve(&a);
+    if (strcmp(cmd, "restart") == 0 || strcmp(cmd, "status") == 0 || strcmp(cmd, "stop") == 0)
+        return main_control(&a);
+    if (strcmp(cmd, "exec") == 0)
+        return main_exec(&a);
+    if (cmd[0] == '-')
+        usage_error(NULL, "unknown option '%s' (the command comes first: afdt serve ...)", cmd);
+    usage_error(NULL, "unknown command '%s'", cmd);
+}
