@@ -250,7 +250,7 @@ static int tcp_gen(int port) {
 
 static int unix_ask(const char *path, char *buf, size_t size) {
     struct sockaddr_un a = {.sun_family = AF_UNIX};
-    snprintf(a.sun_path, sizeof(a.sun_path), "%s", path);
+    snprintf(a.sun_path, sizeof(a.sun_path), "%.100s", path);
     return ask_stream(AF_UNIX, (struct sockaddr *)&a, sizeof(a), buf, size);
 }
 
