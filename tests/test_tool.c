@@ -544,13 +544,19 @@ TEST(a_takeover_whose_generation_fails_leaves_the_old_supervisor) {
     become_subreaper();
     struct sv a;
     sv_init(&a);
-    char out[4096], ident[64];
-    SV_START(&a, "--listen", "web=tcp:127.0.0.1:0");
+    char out[4096], ident[64], path[128], unix_spec[160], buf[256];
+    snprintf(path, sizeof(path), "%s", tmp_path("listen"));
+    snprintf(unix_spec, sizeof(unix_spec), "local=unix:%s", path);
+    SV_START(&a, "--listen", "web=tcp:127.0.0.1:0", "--listen", unix_spec);
     write_file(a.behaviour, "exit 4\n");
-    CHECK_INT(RUN_TOOL(out, "serve", "--control", a.ctl, "--listen", "web=tcp:127.0.0.1:0", "--",
-                       AFDT_TEST_SERVER, "--behaviour-file", a.behaviour),
+    CHECK_INT(RUN_TOOL(out, "serve", "--control", a.ctl, "--listen", "web=tcp:127.0.0.1:0",
+                       "--listen", unix_spec, "--", AFDT_TEST_SERVER, "--behaviour-file",
+                       a.behaviour),
               ==, 1);
     CHECK(strstr(out, "upgrade abandoned") != NULL);
+    /* The old supervisor's socket file is still its own, and still answers. */
+    CHECK_INT(unix_ask(path, buf, sizeof(buf)), ==, 0);
+    CHECK(strncmp(buf, "gen=1 ", 6) == 0);
     CHECK_INT(RUN_TOOL(out, "status", "--control", a.ctl), ==, 0);
     snprintf(ident, sizeof(ident), "supervisor   pid %d, running", (int)a.pid);
     CHECK(strstr(out, ident) != NULL);

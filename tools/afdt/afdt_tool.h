@@ -57,6 +57,8 @@ const char *listener_source_str(enum listener_source src);
  * saying why, with nothing left open or bound. */
 int listeners_acquire(struct listener *ls, uint32_t n, bool from_pred, struct afdt_named_fd *pred,
                       uint32_t npred);
+/* Once the predecessor has retired, its Unix socket files are ours to remove at the end. */
+void listeners_adopt(struct listener *ls, uint32_t n);
 /* Close every socket; with @remove, also remove the Unix socket files this process owns. */
 void listeners_release(struct listener *ls, uint32_t n, bool remove);
 /* The local address of @fd: "127.0.0.1:80", "[::1]:80", "/path" or "@name"; *port is set

@@ -74,7 +74,7 @@ static void status_json(const struct sup *s, FILE *f) {
     }
     fprintf(f, "],\"restarts\":%u,\"rollbacks\":%u,\"restart_in_progress\":", s->restarts,
             s->rollbacks);
-    if (s->starting)
+    if (s->starting && s->restart_id)
         fprintf(f, "{\"restart\":%d,\"generation\":%d}", s->restart_id, s->starting->id);
     else
         fputs("null", f);

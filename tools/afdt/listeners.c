@@ -160,9 +160,6 @@ int listeners_acquire(struct listener *ls, uint32_t n, bool from_pred, struct af
     for (uint32_t i = 0; i < n; i++)
         if (ls[i].fd < 0 && bind_one(&ls[i]) < 0)
             goto out;
-    for (uint32_t i = 0; i < n; i++)
-        if (ls[i].source == FROM_PREDECESSOR)
-            own_file(&ls[i]); /* ours to remove from now on */
     for (uint32_t i = 0; i < npassed; i++)
         if (passed[i].fd >= 0)
             say("socket activation passed '%s', which no --listen asks for: closed",
@@ -177,6 +174,12 @@ out:
         listeners_release(ls, n, true);
     afdt_named_fds_free(passed, npassed, 1);
     return rc;
+}
+
+void listeners_adopt(struct listener *ls, uint32_t n) {
+    for (uint32_t i = 0; i < n; i++)
+        if (ls[i].source == FROM_PREDECESSOR)
+            own_file(&ls[i]);
 }
 
 void listeners_release(struct listener *ls, uint32_t n, bool remove) {

@@ -125,6 +125,7 @@ static void complete_takeover(struct sup *s) {
             s->pred_pid);
     s->pred_path = NULL;
     s->state = SUP_RUNNING;
+    listeners_adopt(s->args->ls, s->args->nls);
     if (control_open(s, true) < 0)
         say("no control channel: SIGHUP restarts, SIGTERM stops");
 }
@@ -180,6 +181,10 @@ void sup_gen_timeout(struct gen *g) {
 int sup_restart(struct sup *s, const char *origin, char *msg, size_t size) {
     if (s->state == SUP_STOPPING) {
         snprintf(msg, size, "stopping: the supervisor is shutting down");
+        return -1;
+    }
+    if (s->starting && s->restart_id == 0) {
+        snprintf(msg, size, "busy: generation %d is still starting", s->starting->id);
         return -1;
     }
     if (s->starting) {
