@@ -107,12 +107,12 @@ int64_t afdt__deadline(const struct timeval *tv) {
 int afdt__poll_until(int fd, short events, int64_t deadline_us) {
     for (;;) {
         int ms = -1;
+        int64_t left = 1;
         if (deadline_us >= 0) {
-            int64_t left = deadline_us - afdt__now_us();
-            if (left <= 0)
-                return 0;
-            /* Round up so a short remainder waits instead of spinning. */
-            int64_t left_ms = (left + 999) / 1000;
+            left = deadline_us - afdt__now_us();
+            /* Round up so a short remainder waits instead of spinning; at
+             * the deadline one last look (0 ms) still sees a ready socket. */
+            int64_t left_ms = left > 0 ? (left + 999) / 1000 : 0;
             ms = left_ms > 0x7fffffff ? 0x7fffffff : (int)left_ms;
         }
         struct pollfd p = {.fd = fd, .events = events, .revents = 0};
@@ -121,5 +121,7 @@ int afdt__poll_until(int fd, short events, int64_t deadline_us) {
             return 1;
         if (r < 0 && errno != EINTR)
             return -errno;
+        if (r == 0 && left <= 0)
+            return 0;
     }
 }

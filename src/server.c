@@ -15,8 +15,8 @@
 /* Out of descriptors, accepting pauses this long (or until a connection
  * closes), so a full table costs no CPU. */
 #define ACCEPT_PAUSE_US (100 * 1000)
-/* Accepts per wakeup: enough to drain a burst, few enough that a flood does
- * not starve the connections already accepted. */
+/* Accepts per wakeup at most: enough to drain a burst, few enough that a
+ * flood does not starve the connections already accepted. */
 #define ACCEPT_BATCH 64
 
 /* A response that could not go out at once, or a named set: it lives on the
@@ -331,17 +331,22 @@ void afdt__server_on_accept(evutil_socket_t lfd, short what, void *arg) {
     (void)what;
     struct afdt__server *srv = arg;
     srv->refs++;
-    for (int i = 0; i < ACCEPT_BATCH && !srv->closed; i++) {
+    unsigned accepted = 0, limit = srv->accept_batch ? srv->accept_batch : 1;
+    bool drained = false;
+    for (unsigned i = 0; i < limit && !srv->closed; i++) {
         int sock = accept4(lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
         if (sock >= 0) {
+            accepted++;
             add_conn(srv, sock);
             continue;
         }
         int e = errno;
         if (e == EINTR || e == ECONNABORTED)
             continue;
-        if (e == EAGAIN || e == EWOULDBLOCK)
+        if (e == EAGAIN || e == EWOULDBLOCK) {
+            drained = true;
             break;
+        }
         if (e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM) {
             struct timeval tv = {0, ACCEPT_PAUSE_US};
             event_del(srv->accept_ev);
@@ -352,6 +357,13 @@ void afdt__server_on_accept(evutil_socket_t lfd, short what, void *arg) {
                    srv->paused ? "out of descriptors: accepting paused for up to 100 ms" : "");
         break;
     }
+    /* Take as many per wakeup as the last one found: one at a time under a
+     * light load (no accept4 wasted on EAGAIN; the level-triggered event
+     * comes back for more), in growing bursts under a heavy one. */
+    if (drained)
+        srv->accept_batch = accepted ? accepted : 1;
+    else if (accepted == limit)
+        srv->accept_batch = limit * 2 > ACCEPT_BATCH ? ACCEPT_BATCH : limit * 2;
     afdt__server_unref(srv);
 }
 

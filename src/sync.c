@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 /* The blocking client: one exchange, with one deadline over all of it. */
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/time.h>
@@ -14,6 +16,15 @@
  * what is left of the deadline. */
 static int connect_until(int sock, const struct afdt__addr *a, int64_t deadline_us,
                          struct afdt__fail *f) {
+    /* The socket starts non-blocking: a backlog with room (the usual case)
+     * connects at once with no timeout to set. */
+    int r = afdt__connect_once(sock, a);
+    if (r == 0)
+        return 0;
+    if (r != -EAGAIN)
+        return afdt__fail(f, AFDT_CONNECT, -r, "");
+    if (fcntl(sock, F_SETFL, 0) < 0)
+        return afdt__fail(f, AFDT_CONNECT, errno, "could not make the socket blocking");
     for (;;) {
         if (deadline_us >= 0) {
             int64_t left = deadline_us - afdt__now_us();
@@ -35,6 +46,19 @@ static int connect_until(int sock, const struct afdt__addr *a, int64_t deadline_
                       "timed out waiting for room in the server's backlog");
 }
 
+/* Receive the response frame.  Wait before the first read: the server has
+ * only just been sent the request, so reading at once would nearly always
+ * cost a recvmsg that finds nothing. */
+static int recv_response(int sock, struct afdt__frame_in *in, int64_t deadline_us,
+                         struct afdt__fail *f) {
+    int r = afdt__poll_until(sock, POLLIN, deadline_us);
+    if (r == 0)
+        return afdt__fail(f, AFDT_TIMEOUT, ETIMEDOUT, "timed out waiting for the response");
+    if (r < 0)
+        return afdt__fail(f, AFDT_POLL, -r, "");
+    return afdt__recv_frame_until(sock, in, false, deadline_us, f);
+}
+
 /* Connect to @fname and send the request, all before @deadline_us.  Returns
  * the connected socket (the caller's), or -1. */
 static int connect_and_send(const char *fname, const uint8_t *request, uint32_t request_length,
@@ -43,7 +67,7 @@ static int connect_and_send(const char *fname, const uint8_t *request, uint32_t 
     struct afdt__addr a;
     if (afdt__frame_check(&req, f) < 0 || afdt__addr_parse(fname, &a, f) < 0)
         return -1;
-    int sock = afdt__socket(0, f);
+    int sock = afdt__socket(SOCK_NONBLOCK, f);
     if (sock < 0)
         return -1;
     if (connect_until(sock, &a, deadline_us, f) < 0 ||
@@ -78,7 +102,7 @@ AFDT_EXPORT int afdt_sync_client(const char *fname, const uint8_t *request, uint
     in.fds_cap = 1;
     in.greedy = true; /* the connection is ours alone */
     in.rflags = MSG_DONTWAIT;
-    int r = afdt__recv_frame_until(sock, &in, false, deadline, &f);
+    int r = recv_response(sock, &in, deadline, &f);
     afdt__close(sock);
     if (r < 0)
         return afdt__report(err, AFDT__KEEP_PHASE, &f);
@@ -113,7 +137,7 @@ AFDT_EXPORT int afdt_sync_client_ex(const char *fname, const uint8_t *request,
     in.fds_cap = *nfds < AFDT_MAX_FDS ? *nfds : AFDT_MAX_FDS;
     in.excess_fails = true;
     in.rflags = MSG_DONTWAIT;
-    if (afdt__recv_frame_until(sock, &in, false, deadline, &f) < 0)
+    if (recv_response(sock, &in, deadline, &f) < 0)
         goto fail;
     if (afdt__is_named_header(payload, in.len, in.nfds + in.excess)) {
         if (ret_named == NULL) {
