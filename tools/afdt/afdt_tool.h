@@ -47,7 +47,8 @@ struct listener {
     ino_t ino;
 };
 
-/* Parse "NAME=SPEC" into @l.  Returns 0, or -1 with the reason in @why. */
+/* Parse "NAME=SPEC" into @l.  Returns 0, or with the reason in @why -1 (malformed) or -2
+ * (its host does not resolve). */
 int listener_parse(const char *arg, struct listener *l, char *why, size_t size);
 /* The name of @src, for logs and status. */
 const char *listener_source_str(enum listener_source src);

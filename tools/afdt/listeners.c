@@ -40,8 +40,9 @@ int listener_parse(const char *arg, struct listener *l, char *why, size_t size) 
     /* No socket is -1, so a spec that parses fails the check on the descriptor instead. */
     struct afdt_error_t e = AFDT_ERROR_T_INIT;
     if (afdt_check_spec(-1, l->spec, &e) < 0 && e.operation == AFDT_PATHNAME) {
+        int err = errno;
         snprintf(why, size, "'%s': %s", arg, e.message);
-        return -1;
+        return err == EADDRNOTAVAIL ? -2 : -1;
     }
     return 0;
 }

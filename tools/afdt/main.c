@@ -187,7 +187,10 @@ static int main_serve(struct args *a) {
             s.control = opt_value(a);
         } else if (is_opt(a, "--listen")) {
             char why[400];
-            if (listener_parse(opt_value(a), &s.ls[s.nls], why, sizeof(why)) < 0)
+            int pr = listener_parse(opt_value(a), &s.ls[s.nls], why, sizeof(why));
+            if (pr == -2)
+                usage_error(a->cmd, "--listen %s", why);
+            if (pr < 0)
                 usage_error(a->cmd,
                             "malformed --listen %s (want NAME=SPEC, SPEC tcp:HOST:PORT, "
                             "udp:HOST:PORT or unix:PATH)",

@@ -109,8 +109,8 @@ static void start_failed(struct sup *s, struct gen *g, const char *what, int cod
         sup_stop(s, 1, "upgrade abandoned");
         return;
     }
-    say("%s", what);
-    sup_stop(s, code, "the first generation failed");
+    (void)what; /* its exit is in the log already */
+    sup_stop(s, code, "its first generation exited");
 }
 
 /* Tell the predecessor to retire, then take the control path over. */
