@@ -5,7 +5,8 @@
  *   activated_server [--behaviour-file PATH]   serve; PATH's first line, read at start, says
  *                                              how: "exit N" (exit at once), "hang" (never
  *                                              READY=1), "slow MS" (READY=1 after MS),
- *                                              "no-notify", "ignore-term"; none: READY=1 now
+ *                                              "no-notify", "ignore-term", "as-nobody"
+ *                                              (run as uid 65534); none: READY=1 now
  *   activated_server --describe                print what socket activation passed, exit
  *
  * Each stream connection sends one line and gets "gen=G pid=P name=NAME\n" (after an HTTP
@@ -14,6 +15,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -165,6 +167,12 @@ int main(int argc, char **argv) {
     }
     if (strncmp(behaviour, "exit ", 5) == 0)
         return atoi(behaviour + 5);
+    /* As a server that starts as root and serves as nobody, before it says READY=1. */
+    if (strncmp(behaviour, "as-nobody", 9) == 0 &&
+        (setgroups(0, NULL) < 0 || setgid(65534) < 0 || setuid(65534) < 0)) {
+        perror("activated_server: dropping privileges");
+        return 2;
+    }
     int n = listen_count();
     if (n == 0) {
         fprintf(stderr, "activated_server: no sockets (LISTEN_FDS, LISTEN_PID)\n");

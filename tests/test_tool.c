@@ -415,6 +415,23 @@ TEST(a_server_without_notify_is_taken_as_ready_after_the_ready_timeout) {
     check_no_children();
 }
 
+TEST(a_generation_that_drops_its_privileges_can_still_report_ready) {
+    if (getuid() != 0)
+        harness_skip("needs root, to start a server that drops to uid 65534");
+    become_subreaper();
+    struct sv s;
+    sv_init(&s);
+    char out[2048];
+    write_file(s.behaviour, "as-nobody\n");
+    SV_START(&s, "--listen", "web=tcp:127.0.0.1:0", "--ready-timeout", "5");
+    CHECK(wait_log(s.log, "is ready (it sent READY=1)", 1));
+    CHECK_INT(RUN_TOOL(out, "restart", "--control", s.ctl), ==, 0);
+    CHECK(strstr(out, "generation 2") && strstr(out, "(it sent READY=1)"));
+    CHECK_INT(tcp_gen(sv_port(&s, "web")), ==, 2);
+    sv_stop(&s);
+    check_no_children();
+}
+
 TEST(serve_exits_with_the_status_of_a_generation_that_exits_on_its_own) {
     become_subreaper();
     struct sv s;

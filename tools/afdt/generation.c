@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -79,6 +80,7 @@ static void on_notify(evutil_socket_t fd, short what, void *arg) {
             return;
         bool trusted = false;
         uint32_t uid = 0;
+        pid_t pid = 0;
         for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
             if (c->cmsg_level != SOL_SOCKET)
                 continue;
@@ -95,12 +97,16 @@ static void on_notify(evutil_socket_t fd, short what, void *arg) {
                 struct ucred uc;
                 memcpy(&uc, CMSG_DATA(c), sizeof(uc));
                 uid = uc.uid;
-                trusted = uc.uid == getuid() || uc.uid == 0;
+                pid = uc.pid;
+                /* Our own user, or any process of this generation, even one that dropped
+                 * its privileges. */
+                trusted = uc.uid == getuid() || uc.uid == 0 || getpgid(uc.pid) == g->pid;
             }
         }
-        /* The socket sits in a private directory; the sender's uid is checked anyway. */
         if (!trusted) {
-            say("generation %d: ignored a notification from uid %u", g->id, uid);
+            say("generation %d: ignored a notification from pid %d (uid %u), not one of its "
+                "processes",
+                g->id, (int)pid, uid);
             continue;
         }
         buf[n] = '\0';
@@ -168,7 +174,8 @@ static int open_notify(struct gen *g) {
         return -1;
     (void)unlink(g->notify_path);
     if (bind(g->notify_fd, (struct sockaddr *)&sun, sizeof(sun)) < 0 ||
-        setsockopt(g->notify_fd, SOL_SOCKET, SO_PASSCRED, &one, sizeof(one)) < 0)
+        setsockopt(g->notify_fd, SOL_SOCKET, SO_PASSCRED, &one, sizeof(one)) < 0 ||
+        chmod(g->notify_path, 0666) < 0) /* see on_notify() for who is heard */
         return -1;
     return 0;
 }

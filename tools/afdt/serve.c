@@ -101,7 +101,7 @@ static void start_failed(struct sup *s, struct gen *g, const char *what, int cod
         finish_restart(s, false, text);
         notify_parent(s, "READY=1");
         if (s->current == NULL)
-            sup_stop(s, s->current_exit, "no generation left to serve");
+            sup_stop(s, s->current_exit < 0 ? 1 : s->current_exit, "no generation left to serve");
         return;
     }
     if (s->pred_path) {
@@ -370,6 +370,9 @@ static int make_tmpdir(struct sup *s) {
         s->tmpdir[0] = '\0';
         return -1;
     }
+    /* Searchable, not listable: a generation that drops its privileges can still reach its
+     * NOTIFY_SOCKET, whose senders are checked one by one. */
+    (void)chmod(s->tmpdir, 0711);
     return 0;
 }
 
