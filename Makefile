@@ -5,7 +5,7 @@ PREFIX ?= /usr/local
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps configure test demo bench install asan clean
+.PHONY: all deps configure test demo bench install asan fuzz clean
 
 all: configure
 	cmake --build $(BUILD) -j $(JOBS)
@@ -38,6 +38,14 @@ asan: deps
 	@test -f build-asan/CMakeCache.txt || cmake -S . -B build-asan -DAFDT_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug
 	cmake --build build-asan -j $(JOBS)
 	ctest --test-dir build-asan --output-on-failure -j $(JOBS)
+
+# libFuzzer targets (clang), each run FUZZ_SECONDS on a copy of its corpus; fails on a crash.
+FUZZ_SECONDS ?= 60
+fuzz:
+	@AFDT_DEPS_EXTRA="clang libclang-rt-14-dev" sh scripts/deps.sh
+	@test -f build-fuzz/CMakeCache.txt || CC=clang cmake -S . -B build-fuzz -DAFDT_FUZZ=ON -DBUILD_TESTING=OFF -DAFDT_BUILD_EXAMPLES=OFF
+	cmake --build build-fuzz -j $(JOBS) --target fuzz_frame fuzz_server
+	sh fuzz/run.sh build-fuzz $(FUZZ_SECONDS)
 
 clean:
 	rm -rf $(BUILD) build-asan

@@ -618,6 +618,28 @@ TEST(exec_from_passes_named_sockets_by_the_activation_convention) {
     check_no_children();
 }
 
+TEST(a_c_server_takes_a_supervisors_sockets_with_afdt_get_listeners) {
+    become_subreaper();
+    struct sv s;
+    sv_init(&s);
+    SV_START(&s, "--listen", "web=tcp:127.0.0.1:0");
+    int port = sv_port(&s, "web");
+    const char *names[] = {"web"}, *specs[] = {"tcp:127.0.0.1:0"};
+    struct afdt_named_fd *set = NULL;
+    uint32_t sources = 0;
+    struct timeval tv = {5, 0};
+    struct afdt_error_t err = AFDT_ERROR_T_INIT;
+    CHECK_INT(afdt_get_listeners(names, specs, 1, s.ctl, &tv, &set, &sources, &err), ==, 1);
+    CHECK_INT(sources, ==, AFDT_FROM_PREDECESSOR);
+    struct sockaddr_in in;
+    socklen_t len = sizeof(in);
+    CHECK_INT(getsockname(set[0].fd, (struct sockaddr *)&in, &len), ==, 0);
+    CHECK_INT(ntohs(in.sin_port), ==, port);
+    afdt_named_fds_free(set, 1, 1);
+    sv_stop(&s);
+    check_no_children();
+}
+
 /* Run "afdt serve" as systemd would: the socket at descriptor 3, LISTEN_* and NOTIFY_SOCKET. */
 struct activation {
     int fd;
