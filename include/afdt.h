@@ -381,9 +381,10 @@ typedef void (*afdt_post_ex_handler_t)(const struct afdt_peer *peer, const uint8
                                        uint32_t request_length, const struct afdt_reply *reply,
                                        int error, void *userdata);
 
-/** Replace a stale socket file (one nobody listens on).  Two servers starting
- * at once serialise on an flock(2) of "<name>.lock" beside it, so a live
- * server's file is never removed. */
+/** Replace a stale socket file (one nobody listens on: connecting is refused
+ * twice, 20 ms apart).  Servers replacing at once take turns on an flock(2)
+ * of "<name>.lock" beside it, which exists only while one is replacing, so a
+ * live server's file is never removed. */
 #define AFDT_SERVER_REPLACE_STALE 0x1u
 /** Leave the socket file in place on afdt_close_server() (by default it is
  * removed if it is still the one this server bound). */
@@ -560,6 +561,10 @@ AFDT_EXPORT int afdt_check_socket(int fd, const struct afdt_socket_expect *want,
  */
 AFDT_EXPORT int afdt_open_spec(const char *spec, struct afdt_error_t *err);
 
+/** Whether @spec is well formed and its HOST resolves: 0, or < 0 with
+ * AFDT_PATHNAME (EINVAL or EADDRNOTAVAIL).  Opens nothing. */
+AFDT_EXPORT int afdt_parse_spec(const char *spec, struct afdt_error_t *err);
+
 /**
  * Check that @fd is the socket @spec describes (type, family, listening,
  * and address; a port of 0 matches any port).  Returns 0, or < 0 as
@@ -592,7 +597,9 @@ AFDT_EXPORT int afdt_listen_fds(int unset_env, struct afdt_named_fd **ret_set,
 
 /**
  * The program's listening sockets, one per @names[i], each described by
- * @specs[i]: taken from socket activation (LISTEN_FDS, matched by name, and
+ * @specs[i]: taken from socket activation (LISTEN_FDS, matched by name, else
+ * the first unclaimed one that matches the spec, since systemd names sockets
+ * after their unit unless FileDescriptorName= is set; the variables are then
  * removed from the environment), else from a running predecessor serving a
  * named set at @predecessor (if not NULL; asked AFDT_LISTENERS_REQUEST with
  * @timeout), else opened with afdt_open_spec().  Every socket taken over is

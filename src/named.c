@@ -183,7 +183,7 @@ static int take_data_frame(struct afdt__named_in *st, struct afdt__fail *f) {
         memcpy(e->name, st->payload + pos, len);
         e->name[len] = '\0';
         size_t ok_len;
-        if (!name_ok(e->name, &ok_len))
+        if (!name_ok(e->name, &ok_len) || ok_len != len) /* a NUL inside cuts it short */
             break;
         pos += len;
         k++;

@@ -8,6 +8,7 @@
 #include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -70,46 +71,73 @@ fail:
     return -1;
 }
 
-/* Whether something listens at @a: a connect that is refused means the file
- * is stale.  Any other answer (even a full backlog) means it is alive. */
+/* Whether nothing listens at @a: a connect that is refused.  Any other answer
+ * (even a full backlog) means it is alive.  A server that has bound but not
+ * yet called listen() is refused too, for the microseconds between the two:
+ * a second look a little later tells it from a dead one. */
 static bool is_stale(const struct afdt__addr *a) {
-    struct afdt__fail f;
-    int s = afdt__socket(SOCK_NONBLOCK, &f);
-    if (s < 0)
-        return false;
-    int r = afdt__connect_once(s, a);
-    afdt__close(s);
-    return r == -ECONNREFUSED;
+    for (int look = 0; look < 2; look++) {
+        struct afdt__fail f;
+        int s = afdt__socket(SOCK_NONBLOCK, &f);
+        if (s < 0)
+            return false;
+        int r = afdt__connect_once(s, a);
+        afdt__close(s);
+        if (r != -ECONNREFUSED)
+            return false;
+        if (look == 0) {
+            struct timespec pause = {0, 20 * 1000 * 1000};
+            nanosleep(&pause, NULL);
+        }
+    }
+    return true;
+}
+
+/* Take the lock file beside the socket file.  It is removed when done, so a
+ * waiter may end up holding a file that is no longer there: it checks, and
+ * starts again on the new one. */
+static int lock_beside(const char *lock_path, struct afdt__fail *f) {
+    for (;;) {
+        int lock = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (lock < 0)
+            return afdt__fail(f, AFDT_BIND, errno, "could not open the socket's lock file");
+        int r;
+        while ((r = flock(lock, LOCK_EX)) < 0 && errno == EINTR) {
+        }
+        struct stat held, named;
+        if (r < 0 || fstat(lock, &held) < 0) {
+            afdt__fail(f, AFDT_BIND, errno, "could not lock the socket's lock file");
+            afdt__close(lock);
+            return -1;
+        }
+        if (stat(lock_path, &named) == 0 && named.st_dev == held.st_dev &&
+            named.st_ino == held.st_ino)
+            return lock;
+        afdt__close(lock);
+    }
 }
 
 int afdt__listen_replacing(const struct afdt__addr *a, int flags, unsigned mode,
                            struct afdt__fail *f) {
-    if (a->abstract)
-        return afdt__listen_addr(a, flags, mode, f);
-    /* Two servers starting at once must not both judge the file stale and
-     * remove each other's: they take turns on a lock file beside it, which
-     * is never removed (removing lock files reopens the race). */
+    int fd = afdt__listen_addr(a, flags, mode, f);
+    if (fd >= 0 || a->abstract || f->op != AFDT_BIND || f->errnum != EADDRINUSE)
+        return fd;
+    /* The name is taken.  Replacers take turns on a lock file beside it, so
+     * two of them never both judge it stale and remove each other's. */
     char lock_path[sizeof(a->sun.sun_path) + 8];
     snprintf(lock_path, sizeof(lock_path), "%s.lock", a->sun.sun_path);
-    int lock = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    int lock = lock_beside(lock_path, f);
     if (lock < 0)
-        return afdt__fail(f, AFDT_BIND, errno, "could not open the socket's lock file");
-    int r;
-    while ((r = flock(lock, LOCK_EX)) < 0 && errno == EINTR) {
-    }
-    if (r < 0) {
-        afdt__fail(f, AFDT_BIND, errno, "could not lock the socket's lock file");
-        afdt__close(lock);
         return -1;
-    }
-    int fd = afdt__listen_addr(a, flags, mode, f);
+    fd = afdt__listen_addr(a, flags, mode, f);
     if (fd < 0 && f->op == AFDT_BIND && f->errnum == EADDRINUSE && is_stale(a)) {
         struct stat st;
         if (lstat(a->sun.sun_path, &st) == 0 && S_ISSOCK(st.st_mode) &&
             unlink(a->sun.sun_path) == 0)
             fd = afdt__listen_addr(a, flags, mode, f);
     }
-    afdt__close(lock); /* releases the lock */
+    (void)unlink(lock_path); /* while still holding it: see lock_beside() */
+    afdt__close(lock);
     return fd;
 }
 

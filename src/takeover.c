@@ -144,6 +144,12 @@ AFDT_EXPORT int afdt_open_spec(const char *spec, struct afdt_error_t *err) {
     return fd < 0 ? afdt__report(err, AFDT__KEEP_PHASE, &f) : fd;
 }
 
+AFDT_EXPORT int afdt_parse_spec(const char *spec, struct afdt_error_t *err) {
+    struct afdt__fail f;
+    struct spec sp;
+    return parse_spec(spec, &sp, &f) < 0 ? afdt__report(err, AFDT__KEEP_PHASE, &f) : 0;
+}
+
 AFDT_EXPORT int afdt_check_spec(int fd, const char *spec, struct afdt_error_t *err) {
     struct afdt__fail f;
     struct spec sp;
@@ -244,20 +250,36 @@ static int take_named(struct afdt_named_fd *from, uint32_t n, const char *name) 
     return -1;
 }
 
-/* Fill the still-empty entries of @set from @from, checking each. */
-static int take_from(struct afdt_named_fd *set, const struct spec *specs, uint32_t n,
-                     struct afdt_named_fd *from, uint32_t nfrom, uint32_t source, uint32_t *sources,
-                     struct afdt_error_t *err) {
+/* Move the first descriptor of @from that is the socket @sp describes. */
+static int take_matching(struct afdt_named_fd *from, uint32_t n, const struct spec *sp) {
     for (uint32_t i = 0; i < n; i++) {
-        if (set[i].fd >= 0)
-            continue;
-        int fd = take_named(from, nfrom, set[i].name);
-        if (fd < 0)
-            continue;
-        set[i].fd = fd; /* now the set's */
-        *sources |= source;
-        if (check_parsed(fd, &specs[i], err) < 0)
-            return -1;
+        if (from[i].fd >= 0 && check_parsed(from[i].fd, sp, NULL) == 0) {
+            int fd = from[i].fd;
+            from[i].fd = -1;
+            return fd;
+        }
+    }
+    return -1;
+}
+
+/* Fill the still-empty entries of @set from @from, checking each: by name,
+ * then (with @by_spec) by matching the spec where no name fits. */
+static int take_from(struct afdt_named_fd *set, const struct spec *specs, uint32_t n,
+                     struct afdt_named_fd *from, uint32_t nfrom, bool by_spec, uint32_t source,
+                     uint32_t *sources, struct afdt_error_t *err) {
+    for (int pass = 0; pass < (by_spec ? 2 : 1); pass++) {
+        for (uint32_t i = 0; i < n; i++) {
+            if (set[i].fd >= 0)
+                continue;
+            int fd = pass == 0 ? take_named(from, nfrom, set[i].name)
+                               : take_matching(from, nfrom, &specs[i]);
+            if (fd < 0)
+                continue;
+            set[i].fd = fd; /* now the set's */
+            *sources |= source;
+            if (check_parsed(fd, &specs[i], err) < 0)
+                return -1;
+        }
     }
     return 0;
 }
@@ -297,7 +319,7 @@ AFDT_EXPORT int afdt_get_listeners(const char *const *names, const char *const *
     if (got < 0)
         goto out;
     npassed = (uint32_t)got;
-    if (take_from(set, parsed, n, passed, npassed, AFDT_FROM_LISTEN_FDS, &sources, err) < 0)
+    if (take_from(set, parsed, n, passed, npassed, true, AFDT_FROM_LISTEN_FDS, &sources, err) < 0)
         goto out;
     if (predecessor) {
         bool missing = false;
@@ -316,7 +338,7 @@ AFDT_EXPORT int afdt_get_listeners(const char *const *names, const char *const *
                 goto report;
             }
         }
-        if (take_from(set, parsed, n, sent, nsent, AFDT_FROM_PREDECESSOR, &sources, err) < 0)
+        if (take_from(set, parsed, n, sent, nsent, false, AFDT_FROM_PREDECESSOR, &sources, err) < 0)
             goto out;
     }
     for (uint32_t i = 0; i < n; i++) {

@@ -284,6 +284,8 @@ AFDT_EXPORT int afdt_recv_fds_msg(int connfd, uint8_t *content, uint32_t *conten
                                   uint32_t *nfds, struct afdt_error_t *err) {
     struct afdt__fail f;
     if (nfds == NULL || (fds == NULL && *nfds > 0)) {
+        if (nfds)
+            *nfds = 0;
         afdt__fail(&f, AFDT_RECVMSG, EINVAL, "fds or nfds is NULL");
         return afdt__report(err, AFDT__KEEP_PHASE, &f);
     }
