@@ -49,3 +49,22 @@ fuzz:
 
 clean:
 	rm -rf $(BUILD) build-asan
+
+# Reliability (docs/RELIABILITY.md).  fault: every call the library makes fails at each of its
+# uses in turn (tests/test_fault.c), with a summary line; soak: tests/test_soak.c at full size;
+# valgrind: every test program under memcheck, failing on any error or leak.
+.PHONY: fault soak valgrind
+fault: all
+	@{ $(BUILD)/tests/test_fault; echo "exit $$?"; } | awk '/^exit [0-9]+$$/ { rc = $$2; next } \
+	  { print } /^fault / { for (i = 3; i < NF; i++) if ($$i == "faults") { \
+	  injected += $$(i - 1); failures += $$(i + 2); if ($$(i - 1) > 0) calls[$$2] = 1; \
+	  if ($$0 ~ /Interrupted system call/) eintr += $$(i - 1) } } \
+	  END { for (c in calls) n++; printf "fault injection: %d calls covered, %d faults injected " \
+	  "(%d of them EINTR), %d failures found\n", n, injected, eintr, failures; exit rc }'
+
+SOAK_N ?= 1000000
+soak: all
+	AFDT_SOAK_N=$(SOAK_N) $(BUILD)/tests/test_soak
+
+valgrind: all
+	sh scripts/valgrind.sh $(BUILD)
