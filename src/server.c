@@ -69,14 +69,33 @@ void afdt__server_unref(struct afdt__server *srv) {
     free(srv);
 }
 
+/* Stop accepting for ACCEPT_PAUSE_US, or until a connection closes.  Without
+ * the timer that ends the pause, accepting goes on rather than stalls. */
+static void accept_pause(struct afdt__server *srv) {
+    struct timeval tv = {0, ACCEPT_PAUSE_US};
+    if (event_add(srv->resume_ev, &tv) < 0) {
+        report_new(srv, AFDT_ACCEPT_CLIENT, AFDT_EVENT_ADD, errno,
+                   "could not pause accepting; accepting goes on");
+        return;
+    }
+    event_del(srv->accept_ev);
+    srv->paused = true;
+}
+
 static void accept_resume(struct afdt__server *srv) {
     if (!srv->paused || srv->closed)
         return;
-    srv->paused = false;
     event_del(srv->resume_ev);
-    if (event_add(srv->accept_ev, NULL) < 0)
+    if (event_add(srv->accept_ev, NULL) == 0) {
+        srv->paused = false;
+        return;
+    }
+    report_new(srv, AFDT_ACCEPT_CLIENT, AFDT_EVENT_ADD, errno,
+               "could not resume accepting connections; trying again shortly");
+    struct timeval tv = {0, ACCEPT_PAUSE_US};
+    if (event_add(srv->resume_ev, &tv) < 0)
         report_new(srv, AFDT_ACCEPT_CLIENT, AFDT_EVENT_ADD, errno,
-                   "could not resume accepting connections");
+                   "could not schedule resuming; the next connection to close will");
 }
 
 static void conn_free(struct conn *c) {
@@ -347,12 +366,8 @@ void afdt__server_on_accept(evutil_socket_t lfd, short what, void *arg) {
             drained = true;
             break;
         }
-        if (e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM) {
-            struct timeval tv = {0, ACCEPT_PAUSE_US};
-            event_del(srv->accept_ev);
-            event_add(srv->resume_ev, &tv);
-            srv->paused = true;
-        }
+        if (e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM)
+            accept_pause(srv);
         report_new(srv, AFDT_ACCEPT_CLIENT, AFDT_ACCEPT, e,
                    srv->paused ? "out of descriptors: accepting paused for up to 100 ms" : "");
         break;

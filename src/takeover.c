@@ -165,6 +165,7 @@ AFDT_EXPORT int afdt_listen_fds(int unset_env, struct afdt_named_fd **ret_set,
     const char *pid_s = getenv("LISTEN_PID"), *n_s = getenv("LISTEN_FDS");
     const char *names = getenv("LISTEN_FDNAMES");
     int n = 0;
+    long passed_count = 0; /* descriptors 3.. that are ours, once known */
     char *end;
 
     if (ret_set == NULL) {
@@ -187,6 +188,7 @@ AFDT_EXPORT int afdt_listen_fds(int unset_env, struct afdt_named_fd **ret_set,
         afdt__fail(&f, AFDT_FORMAT, EINVAL, "LISTEN_FDS is not a count");
         goto fail;
     }
+    passed_count = count;
     set = calloc((size_t)count + 1, sizeof(*set));
     if (set == NULL) {
         afdt__fail(&f, AFDT_MALLOC, ENOMEM, "");
@@ -230,6 +232,9 @@ done:
     return n;
 fail:
     free(set);
+    /* They were passed to us, and nobody else will take them now. */
+    for (long i = 0; i < passed_count; i++)
+        afdt__close((int)(3 + i));
     if (unset_env) {
         unsetenv("LISTEN_PID");
         unsetenv("LISTEN_FDS");
@@ -300,12 +305,14 @@ AFDT_EXPORT int afdt_get_listeners(const char *const *names, const char *const *
     }
     set = calloc(n, sizeof(*set));
     parsed = calloc(n, sizeof(*parsed));
+    if (set)
+        for (uint32_t i = 0; i < n; i++)
+            set[i].fd = -1;
     if (set == NULL || parsed == NULL) {
         afdt__fail(&f, AFDT_MALLOC, ENOMEM, "");
         goto report;
     }
     for (uint32_t i = 0; i < n; i++) {
-        set[i].fd = -1;
         size_t len = names[i] ? strnlen(names[i], AFDT_NAME_MAX + 1) : 0;
         if (len == 0 || len > AFDT_NAME_MAX) {
             afdt__fail(&f, AFDT_PATHNAME, EINVAL, "a listener name is empty or too long");
@@ -333,8 +340,9 @@ AFDT_EXPORT int afdt_get_listeners(const char *const *names, const char *const *
                                            NULL, &nfds, &sent, &nsent, timeout, &e) < 0) {
             /* Nobody there is the usual first start; anything else is an
              * answer we must not paper over by binding in its place. */
-            if (e.operation != AFDT_CONNECT) {
-                afdt__fail(&f, e.operation, errno, e.message);
+            int e_errno = errno;
+            if (e.operation != AFDT_CONNECT || (e_errno != ENOENT && e_errno != ECONNREFUSED)) {
+                afdt__fail(&f, e.operation, e_errno, e.message);
                 goto report;
             }
         }
