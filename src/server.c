@@ -18,6 +18,9 @@
 /* Accepts per wakeup at most: enough to drain a burst, few enough that a
  * flood does not starve the connections already accepted. */
 #define ACCEPT_BATCH 64
+/* Full wakeups in a row before the batch grows: a light load that happens to
+ * fill one wakeup should not pay for an accept4 that finds nothing. */
+#define ACCEPT_GROW_AFTER 8
 
 /* A response that could not go out at once, or a named set: it lives on the
  * heap until sent (and, for a named set, acknowledged). */
@@ -372,13 +375,17 @@ void afdt__server_on_accept(evutil_socket_t lfd, short what, void *arg) {
                    srv->paused ? "out of descriptors: accepting paused for up to 100 ms" : "");
         break;
     }
-    /* Take as many per wakeup as the last one found: one at a time under a
-     * light load (no accept4 wasted on EAGAIN; the level-triggered event
-     * comes back for more), in growing bursts under a heavy one. */
-    if (drained)
+    /* Take about as many per wakeup as there are: one at a time under a light
+     * load (no accept4 wasted on EAGAIN; the level-triggered event comes back
+     * for more), in growing bursts once several wakeups in a row found more
+     * waiting than they took. */
+    if (drained) {
         srv->accept_batch = accepted ? accepted : 1;
-    else if (accepted == limit)
+        srv->full_wakeups = 0;
+    } else if (accepted == limit && ++srv->full_wakeups >= ACCEPT_GROW_AFTER) {
         srv->accept_batch = limit * 2 > ACCEPT_BATCH ? ACCEPT_BATCH : limit * 2;
+        srv->full_wakeups = 0;
+    }
     afdt__server_unref(srv);
 }
 

@@ -29,6 +29,7 @@ struct afdt__server {
     unsigned nconns;
     unsigned max_conns;
     unsigned accept_batch; /* accepts to try at the next wakeup */
+    unsigned full_wakeups; /* wakeups in a row that took a full batch */
     int64_t conn_timeout_us;
     /* One for the open server, one per connection, one per user callback
      * made outside a connection: afdt_close_server() may run inside any of
