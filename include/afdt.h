@@ -345,7 +345,8 @@ struct afdt_named_fd {
  * post handler runs only once the client has acknowledged all of it.  The
  * library never closes these descriptors; @named must stay valid until the
  * post handler has run for this connection (it always runs, on failure too).
- * Write into @content and @fds; do not repoint them.  Only the extended
+ * @content and @fds may also be pointed at the handler's own buffers, which
+ * must then stay valid until the post handler runs.  Only the extended
  * clients understand a named set: send one only to a request that asks for
  * it (a 2009 client would take its first frame for the whole answer).
  */

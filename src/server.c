@@ -238,14 +238,16 @@ static void conn_respond(struct conn *c) {
     }
     c->reply = &reply; /* until conn_defer moves it to the heap */
     if (reply.content_length > AFDT_MSGLEN || reply.nfds > AFDT_MAX_FDS ||
-        (reply.named && reply.content_length > AFDT_MSGLEN - AFDT__NAMED_HDR_LEN)) {
+        (reply.named && reply.content_length > AFDT_MSGLEN - AFDT__NAMED_HDR_LEN) ||
+        (reply.content == NULL && reply.content_length) || (reply.fds == NULL && reply.nfds)) {
         afdt__fail(&f, AFDT_FORMAT, 0,
-                   "request handler answered a response longer than AFDT_MSGLEN "
-                   "or more than AFDT_MAX_FDS descriptors");
+                   "request handler answered a response longer than AFDT_MSGLEN, "
+                   "more than AFDT_MAX_FDS descriptors, or NULL buffers");
         conn_end(c, &f);
         return;
     }
-    struct afdt__frame_out out = {content, reply.content_length, fds, reply.nfds, 0, 0};
+    /* Send from wherever the handler left the reply (it may repoint it). */
+    struct afdt__frame_out out = {reply.content, reply.content_length, reply.fds, reply.nfds, 0, 0};
     int r = reply.named ? 0 : afdt__frame_send(c->sock, &out, &f);
     if (r != 0)
         conn_end(c, r < 0 ? &f : NULL);
