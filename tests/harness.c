@@ -8,6 +8,8 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -126,6 +128,42 @@ int wait_exit(pid_t pid) {
 void sleep_ms(int ms) {
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
     while (nanosleep(&ts, &ts) < 0 && errno == EINTR) {
+    }
+}
+
+int64_t now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void make_pair(int sv[2]) {
+    CHECK_INT(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), ==, 0);
+}
+
+int make_file(const char *contents) {
+    int fd = memfd_create("afdt-test", MFD_CLOEXEC);
+    CHECK(fd >= 0);
+    size_t n = strlen(contents);
+    CHECK_INT(write(fd, contents, n), ==, n);
+    return fd;
+}
+
+void check_file_contents(int fd, const char *want) {
+    char buf[128] = {0};
+    ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
+    CHECK_INT(n, ==, strlen(want));
+    CHECK_STR(buf, want);
+}
+
+void read_exactly(int fd, void *buf, size_t n) {
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = read(fd, (char *)buf + got, n - got);
+        if (r < 0 && errno == EINTR)
+            continue;
+        CHECK(r > 0);
+        got += (size_t)r;
     }
 }
 

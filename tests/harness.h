@@ -80,5 +80,16 @@ pid_t spawn(int (*fn)(void *), void *arg);
 int wait_exit(pid_t pid);
 /* Sleep for @ms milliseconds. */
 void sleep_ms(int ms);
+/* Monotonic clock in milliseconds. */
+int64_t now_ms(void);
+/* A connected close-on-exec Unix stream socket pair. */
+void make_pair(int sv[2]);
+/* A file with its own inode and known contents, so a received descriptor can
+ * be told apart from every other one. */
+int make_file(const char *contents);
+/* Check that @fd's file holds exactly @want. */
+void check_file_contents(int fd, const char *want);
+/* read() exactly @n bytes (the peer may still be writing). */
+void read_exactly(int fd, void *buf, size_t n);
 
 #endif

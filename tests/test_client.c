@@ -85,12 +85,6 @@ static void run_for_ms(struct event_base *eb, int ms) {
     event_free(t);
 }
 
-static int64_t now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static const struct timeval five_s = {5, 0};
 
 /* A pipe whose ends are descriptors with their own inode, so same_file()

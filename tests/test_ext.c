@@ -60,10 +60,6 @@ static void check_tag(int fd, const char *tag) {
     CHECK_MEM(buf, tag, (size_t)n);
 }
 
-static void make_pair(int sv[2]) {
-    CHECK_INT(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), ==, 0);
-}
-
 /* Whether @sock has nothing to read (and is still open at the other end). */
 static bool nothing_to_read(int sock) {
     char c;
@@ -118,12 +114,6 @@ static void limit_headroom(int room) {
     CHECK_INT(getrlimit(RLIMIT_NOFILE, &rl), ==, 0);
     rl.rlim_cur = (rlim_t)(top + 1 + room);
     CHECK_INT(setrlimit(RLIMIT_NOFILE, &rl), ==, 0);
-}
-
-static int64_t now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static struct afdt_named_fd *named_new(uint32_t n) {

@@ -211,12 +211,6 @@ static long count_errors(const struct server *s, enum afdt_phase phase, enum afd
     return ask(s, q);
 }
 
-static int64_t now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Wait (up to 5 s) for the server to have logged @want errors of one kind; returns the count,
  * so the caller checks it is exactly @want. */
 static long wait_errors(const struct server *s, enum afdt_phase phase, enum afdt_operation op,

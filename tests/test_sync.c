@@ -20,38 +20,6 @@
 
 /* --- Helpers ------------------------------------------------------------- */
 
-static int make_file(const char *contents) {
-    int fd = memfd_create("afdt-test", MFD_CLOEXEC);
-    CHECK(fd >= 0);
-    size_t n = strlen(contents);
-    CHECK_INT(write(fd, contents, n), ==, n);
-    return fd;
-}
-
-static void check_file_contents(int fd, const char *want) {
-    char buf[128] = {0};
-    ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
-    CHECK_INT(n, ==, strlen(want));
-    CHECK_STR(buf, want);
-}
-
-static int64_t now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void read_exactly(int fd, void *buf, size_t n) {
-    size_t got = 0;
-    while (got < n) {
-        ssize_t r = read(fd, (char *)buf + got, n - got);
-        if (r < 0 && errno == EINTR)
-            continue;
-        CHECK(r > 0);
-        got += (size_t)r;
-    }
-}
-
 /* Read one request frame the way any server would. */
 static void read_request(int c) {
     uint32_t len;

@@ -30,12 +30,6 @@
 /* Generous, for sanitizer builds; a healthy run never comes near. */
 #define WAIT_MS 15000
 
-static int64_t mono_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Orphans come to the test process, so "no process left behind" can be checked. */
 static void become_subreaper(void) {
     CHECK_INT(prctl(PR_SET_CHILD_SUBREAPER, 1), ==, 0);
@@ -43,10 +37,10 @@ static void become_subreaper(void) {
 
 /* Wait for @pid at most @ms; past that it is killed and -1 returned. */
 static int reap(pid_t pid, int ms) {
-    int64_t end = mono_ms() + ms;
+    int64_t end = now_ms() + ms;
     int st;
     pid_t r;
-    while ((r = waitpid(pid, &st, WNOHANG)) == 0 && mono_ms() < end)
+    while ((r = waitpid(pid, &st, WNOHANG)) == 0 && now_ms() < end)
         sleep_ms(10);
     if (r == 0) {
         kill(pid, SIGKILL);
@@ -120,10 +114,10 @@ static int run_tool_v(char *out, size_t size, const char *const *argv) {
     pid_t pid = start_tool(NULL, p[1], argv);
     close(p[1]);
     size_t got = 0;
-    int64_t end = mono_ms() + WAIT_MS;
+    int64_t end = now_ms() + WAIT_MS;
     for (;;) {
         struct pollfd pfd = {p[0], POLLIN, 0};
-        int left = (int)(end - mono_ms());
+        int left = (int)(end - now_ms());
         if (left <= 0 || poll(&pfd, 1, left) <= 0)
             break;
         ssize_t n = read(p[0], out + got, size - 1 - got);
@@ -144,13 +138,13 @@ static int run_tool_v(char *out, size_t size, const char *const *argv) {
 /* Whether @log contains @text within @ms. */
 static bool wait_log(const char *log, const char *text, int ms) {
     static char buf[65536];
-    int64_t end = mono_ms() + ms;
+    int64_t end = now_ms() + ms;
     do {
         read_file(log, buf, sizeof(buf));
         if (strstr(buf, text))
             return true;
         sleep_ms(20);
-    } while (mono_ms() < end);
+    } while (now_ms() < end);
     fprintf(stderr, "log %s lacks \"%s\":\n%s\n", log, text, buf);
     return false;
 }

@@ -19,31 +19,10 @@
 
 /* --- Helpers ------------------------------------------------------------- */
 
-static void make_pair(int sv[2]) {
-    CHECK_INT(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), ==, 0);
-}
-
 static int open_null(void) {
     int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     CHECK(fd >= 0);
     return fd;
-}
-
-/* A file with its own inode and known contents, so a received descriptor can
- * be told apart from every other one. */
-static int make_file(const char *contents) {
-    int fd = memfd_create("afdt-test", MFD_CLOEXEC);
-    CHECK(fd >= 0);
-    size_t n = strlen(contents);
-    CHECK_INT(write(fd, contents, n), ==, n);
-    return fd;
-}
-
-static void check_file_contents(int fd, const char *want) {
-    char buf[128] = {0};
-    ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
-    CHECK_INT(n, ==, strlen(want));
-    CHECK_STR(buf, want);
 }
 
 static void set_nonblock(int fd, bool on) {
@@ -88,18 +67,6 @@ static size_t build_frame(uint8_t *out, uint32_t len_field, const void *payload,
     if (n > 0)
         memcpy(out + sizeof(len_field), payload, n);
     return sizeof(len_field) + n;
-}
-
-/* read() exactly @n bytes (the peer may still be writing). */
-static void read_exactly(int fd, void *buf, size_t n) {
-    size_t got = 0;
-    while (got < n) {
-        ssize_t r = read(fd, (char *)buf + got, n - got);
-        if (r < 0 && errno == EINTR)
-            continue;
-        CHECK(r > 0);
-        got += (size_t)r;
-    }
 }
 
 /* The socket has nothing more to read right now. */
