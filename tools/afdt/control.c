@@ -222,8 +222,7 @@ static void on_error(const struct afdt_error_t *e, void *userdata) {
         err && e->message[0] ? ": " : "", e->message);
 }
 
-static int try_open(struct sup *s, struct afdt_server_options *o, uint32_t flags) {
-    o->flags = flags;
+static int try_open(struct sup *s, const struct afdt_server_options *o) {
     if (afdt_create_server_ex(s->args->control, s->eb, o, &s->server) >= 0)
         return 0;
     s->server = NULL;
@@ -236,6 +235,7 @@ int control_open(struct sup *s, bool replacing) {
     struct afdt_server_options o;
     memset(&o, 0, sizeof(o));
     o.size = sizeof(o);
+    o.flags = AFDT_SERVER_REPLACE_STALE;
     o.socket_mode = s->args->control_mode;
     o.n_allowed_uids = 1;
     o.allowed_uids = &uid;
@@ -243,16 +243,13 @@ int control_open(struct sup *s, bool replacing) {
     o.post_handler = on_post;
     o.error_handler = on_error;
     o.userdata = s;
-    /* Without the stale-file flag first, so that a fresh start leaves no lock file behind.
-     * A predecessor's file may take a moment to go. */
+    /* A predecessor's file may take a moment to go. */
     int tries = replacing ? 30 : 1, r = -1;
     opening = true;
     for (int i = 0; i < tries && r < 0; i++) {
         if (i)
             sleep_ms_tool(100);
-        r = try_open(s, &o, 0);
-        if (r < 0 && errno == EADDRINUSE)
-            r = try_open(s, &o, AFDT_SERVER_REPLACE_STALE);
+        r = try_open(s, &o);
     }
     opening = false;
     if (r < 0) {
@@ -260,7 +257,6 @@ int control_open(struct sup *s, bool replacing) {
             strerror(open_errno), open_message[0] ? " - " : "", open_message);
         return -1;
     }
-    s->control_owned = true;
     say("control channel at %s", s->args->control);
     return 0;
 }

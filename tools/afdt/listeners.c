@@ -189,14 +189,10 @@ void listeners_release(struct listener *ls, uint32_t n, bool remove) {
         const char *path = unix_file(l->spec);
         struct stat st;
         /* Unlink before close: once closed, the name may be bound by someone we must not
-         * disturb.  The lock file beside it is the library's, made when it was bound. */
+         * disturb. */
         if (remove && l->own_file && path && stat(path, &st) == 0 && st.st_dev == l->dev &&
-            st.st_ino == l->ino) {
-            char lock[sizeof(((struct sockaddr_un *)0)->sun_path) + 8];
+            st.st_ino == l->ino)
             (void)unlink(path);
-            snprintf(lock, sizeof(lock), "%s.lock", path);
-            (void)unlink(lock);
-        }
         l->own_file = false;
         if (l->fd >= 0)
             close(l->fd);

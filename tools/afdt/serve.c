@@ -435,12 +435,6 @@ int serve_main(const struct serve_args *a) {
     say("stopped; exit status %d", rc);
 out:
     control_close(&s);
-    if (!s.retiring && s.control_owned) {
-        /* Made by libafdt if it replaced a stale control socket; nobody needs it now. */
-        char lock[PATH_MAX];
-        snprintf(lock, sizeof(lock), "%s.lock", a->control);
-        (void)unlink(lock);
-    }
     while (s.gens) /* only after a failure to start the loop */
         gen_free(s.gens);
     listeners_release(a->ls, a->nls, !s.retiring);

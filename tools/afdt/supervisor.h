@@ -41,8 +41,7 @@ enum sup_state { SUP_STARTING, SUP_RUNNING, SUP_STOPPING };
 struct sup {
     const struct serve_args *args;
     struct event_base *eb;
-    void *server;       /* the control channel, or NULL */
-    bool control_owned; /* the control path has been ours */
+    void *server; /* the control channel, or NULL */
     /* The sockets, in --listen order: as a named set for "listeners", as descriptors for
      * each generation, and their names as LISTEN_FDNAMES. */
     struct afdt_named_fd *named;
