@@ -14,59 +14,11 @@
 
 #include "afdt.h"
 #include "harness.h"
+#include "helpers.h"
 
 /* ---------------------------------------------------------------------------
  * Client side: a record of every callback.
  * ------------------------------------------------------------------------- */
-
-struct reply {
-    struct event_base *eb;
-    bool break_loop;
-    int calls, responses, errors;
-    uint8_t buf[AFDT_MSGLEN];
-    uint32_t len;
-    int fd;
-    bool fd_open_in_handler;
-    struct afdt_error_t err;
-    int err_errno;
-};
-
-static void reply_init(struct reply *r, struct event_base *eb) {
-    memset(r, 0, sizeof(*r));
-    r->eb = eb;
-    r->break_loop = true;
-    r->fd = -100;
-    r->err_errno = -1;
-}
-
-static void on_response(const uint8_t *resp, uint32_t len, int fd, void *ud) {
-    struct reply *r = ud;
-    r->calls++;
-    r->responses++;
-    memcpy(r->buf, resp, len);
-    r->len = len;
-    r->fd = fd;
-    r->fd_open_in_handler = fd >= 0 && fcntl(fd, F_GETFD) >= 0;
-    if (r->break_loop)
-        event_base_loopbreak(r->eb);
-}
-
-static void on_error(const struct afdt_error_t *e, void *ud) {
-    int saved = errno;
-    struct reply *r = ud;
-    r->calls++;
-    r->errors++;
-    r->err = *e;
-    r->err_errno = saved;
-    if (r->break_loop)
-        event_base_loopbreak(r->eb);
-}
-
-/* Run the loop until @r has had its callback. */
-static void wait_reply(struct reply *r) {
-    while (r->calls == 0)
-        CHECK_INT(event_base_loop(r->eb, EVLOOP_ONCE), >=, 0);
-}
 
 static void set_flag(evutil_socket_t fd, short what, void *ud) {
     (void)fd;
@@ -365,8 +317,8 @@ TEST(client_exchange_with_server_in_same_loop) {
     int before = fd_count();
     struct reply r;
     reply_init(&r, eb);
-    CHECK_INT(afdt_create_client(s.path, eb, (const uint8_t *)"ping", 4, on_response, on_error,
-                                 &five_s, &r),
+    CHECK_INT(afdt_create_client(s.path, eb, (const uint8_t *)"ping", 4, reply_on_response,
+                                 reply_on_error, &five_s, &r),
               >=, 0);
     wait_reply(&r);
     CHECK_INT(r.responses, ==, 1);
@@ -399,8 +351,8 @@ TEST(client_exchange_with_server_in_forked_process) {
     struct reply r;
     reply_init(&r, eb);
     r.break_loop = false;
-    CHECK_INT(afdt_create_client(cs.path, eb, (const uint8_t *)"ping", 4, on_response, on_error,
-                                 &five_s, &r),
+    CHECK_INT(afdt_create_client(cs.path, eb, (const uint8_t *)"ping", 4, reply_on_response,
+                                 reply_on_error, &five_s, &r),
               >=, 0);
     /* The client alone is in this loop: once it is done the loop runs dry. */
     CHECK_INT(event_base_dispatch(eb), >=, 0);
@@ -426,17 +378,17 @@ TEST(client_calls_response_handler_exactly_once_and_error_handler_never) {
     struct reply r;
     reply_init(&r, eb);
     r.break_loop = false;
-    CHECK_INT(
-        afdt_create_client(s.path, eb, (const uint8_t *)"q", 1, on_response, on_error, &five_s, &r),
-        >=, 0);
+    CHECK_INT(afdt_create_client(s.path, eb, (const uint8_t *)"q", 1, reply_on_response,
+                                 reply_on_error, &five_s, &r),
+              >=, 0);
     /* Well past the response, and past where a stray timeout could fire
      * if the exchange's timer were left armed. */
     struct timeval short_to = {0, 300000};
     struct reply r2;
     reply_init(&r2, eb);
     r2.break_loop = false;
-    CHECK_INT(afdt_create_client(s.path, eb, (const uint8_t *)"q", 1, on_response, on_error,
-                                 &short_to, &r2),
+    CHECK_INT(afdt_create_client(s.path, eb, (const uint8_t *)"q", 1, reply_on_response,
+                                 reply_on_error, &short_to, &r2),
               >=, 0);
     run_for_ms(eb, 600);
     CHECK_INT(r.calls, ==, 1);
@@ -462,8 +414,8 @@ TEST(client_delivers_response_from_loop_not_inside_create_client) {
     struct event_base *eb = event_base_new();
     struct reply r;
     reply_init(&r, eb);
-    CHECK_INT(afdt_create_client(cs.path, eb, (const uint8_t *)"ping", 4, on_response, on_error,
-                                 &five_s, &r),
+    CHECK_INT(afdt_create_client(cs.path, eb, (const uint8_t *)"ping", 4, reply_on_response,
+                                 reply_on_error, &five_s, &r),
               >=, 0);
     /* Even if the answer is already waiting, it is delivered from the loop. */
     sleep_ms(50);
@@ -485,9 +437,9 @@ TEST(client_response_without_descriptor_gives_negative_fd) {
     int before = fd_count();
     struct reply r;
     reply_init(&r, eb);
-    CHECK_INT(
-        afdt_create_client(s.path, eb, (const uint8_t *)"q", 1, on_response, on_error, &five_s, &r),
-        >=, 0);
+    CHECK_INT(afdt_create_client(s.path, eb, (const uint8_t *)"q", 1, reply_on_response,
+                                 reply_on_error, &five_s, &r),
+              >=, 0);
     wait_reply(&r);
     CHECK_INT(r.responses, ==, 1);
     CHECK_INT(r.fd, <, 0);
@@ -507,7 +459,8 @@ TEST(client_sends_request_of_exactly_msglen) {
         req[i] = (uint8_t)(i * 13);
     struct reply r;
     reply_init(&r, eb);
-    CHECK_INT(afdt_create_client(s.path, eb, req, AFDT_MSGLEN, on_response, on_error, &five_s, &r),
+    CHECK_INT(afdt_create_client(s.path, eb, req, AFDT_MSGLEN, reply_on_response, reply_on_error,
+                                 &five_s, &r),
               >=, 0);
     wait_reply(&r);
     CHECK_INT(r.responses, ==, 1);
@@ -525,7 +478,9 @@ TEST(client_sends_empty_request_given_null_buffer) {
     s.req_len = 77;
     struct reply r;
     reply_init(&r, eb);
-    CHECK_INT(afdt_create_client(s.path, eb, NULL, 0, on_response, on_error, &five_s, &r), >=, 0);
+    CHECK_INT(
+        afdt_create_client(s.path, eb, NULL, 0, reply_on_response, reply_on_error, &five_s, &r), >=,
+        0);
     wait_reply(&r);
     CHECK_INT(r.responses, ==, 1);
     CHECK_INT(r.len, ==, 0);
@@ -545,7 +500,9 @@ TEST(client_copies_request_before_create_client_returns) {
     memcpy(req, "original", 8);
     struct reply r;
     reply_init(&r, eb);
-    CHECK_INT(afdt_create_client(s.path, eb, req, 8, on_response, on_error, &five_s, &r), >=, 0);
+    CHECK_INT(
+        afdt_create_client(s.path, eb, req, 8, reply_on_response, reply_on_error, &five_s, &r), >=,
+        0);
     memcpy(req, "XXXXXXXX", 8);
     free(req);
     wait_reply(&r);
@@ -567,12 +524,12 @@ static void owner_response(const uint8_t *resp, uint32_t len, int fd, void *ud) 
     struct owner *o = ud;
     o->same_in_handler = same_file(fd, o->tok);
     o->cloexec_in_handler = is_cloexec(fd);
-    on_response(resp, len, fd, &o->r);
+    reply_on_response(resp, len, fd, &o->r);
 }
 
 static void owner_error(const struct afdt_error_t *e, void *ud) {
     struct owner *o = ud;
-    on_error(e, &o->r);
+    reply_on_error(e, &o->r);
 }
 
 TEST(client_response_handler_owns_received_descriptor) {
@@ -623,7 +580,8 @@ TEST(client_sockets_are_close_on_exec) {
     struct reply r;
     reply_init(&r, eb);
     struct timeval to = {0, 50000};
-    CHECK_INT(afdt_create_client(path, eb, (const uint8_t *)"q", 1, on_response, on_error, &to, &r),
+    CHECK_INT(afdt_create_client(path, eb, (const uint8_t *)"q", 1, reply_on_response,
+                                 reply_on_error, &to, &r),
               >=, 0);
     /* The client's socket is open now, waiting for an answer. */
     CHECK_INT(fd_count(), ==, before + 1);
@@ -646,9 +604,9 @@ TEST(client_missing_server_reports_connect_enoent_inside_create_client) {
     struct reply r;
     reply_init(&r, eb);
     errno = 0;
-    CHECK_INT(
-        afdt_create_client(path, eb, (const uint8_t *)"q", 1, on_response, on_error, &five_s, &r),
-        <, 0);
+    CHECK_INT(afdt_create_client(path, eb, (const uint8_t *)"q", 1, reply_on_response,
+                                 reply_on_error, &five_s, &r),
+              <, 0);
     int e = errno;
     CHECK_INT(e, ==, ENOENT);
     /* Called before create_client returned, exactly once. */
@@ -675,9 +633,9 @@ TEST(client_stale_socket_file_reports_connect_econnrefused) {
     int before = fd_count();
     struct reply r;
     reply_init(&r, eb);
-    CHECK_INT(
-        afdt_create_client(path, eb, (const uint8_t *)"q", 1, on_response, on_error, &five_s, &r),
-        <, 0);
+    CHECK_INT(afdt_create_client(path, eb, (const uint8_t *)"q", 1, reply_on_response,
+                                 reply_on_error, &five_s, &r),
+              <, 0);
     int e = errno;
     CHECK_INT(e, ==, ECONNREFUSED);
     CHECK_INT(r.calls, ==, 1);
@@ -695,15 +653,16 @@ TEST(client_request_longer_than_msglen_reports_format_inside_create_client) {
     int before = fd_count();
     struct reply r;
     reply_init(&r, eb);
-    CHECK_INT(
-        afdt_create_client(s.path, eb, req, AFDT_MSGLEN + 1, on_response, on_error, &five_s, &r), <,
-        0);
+    CHECK_INT(afdt_create_client(s.path, eb, req, AFDT_MSGLEN + 1, reply_on_response,
+                                 reply_on_error, &five_s, &r),
+              <, 0);
     int e = errno;
     CHECK_INT(e, ==, 0);
     CHECK_INT(r.calls, ==, 1);
     CHECK_ERR(r.err, AFDT_CREATE_CLIENT, AFDT_FORMAT, 0, r.err_errno);
     CHECK_INT(fd_count(), ==, before);
-    CHECK_INT(afdt_create_client(s.path, eb, req, UINT32_MAX, on_response, on_error, &five_s, &r),
+    CHECK_INT(afdt_create_client(s.path, eb, req, UINT32_MAX, reply_on_response, reply_on_error,
+                                 &five_s, &r),
               <, 0);
     CHECK_INT(r.calls, ==, 2);
     CHECK_ERR(r.err, AFDT_CREATE_CLIENT, AFDT_FORMAT, 0, r.err_errno);
@@ -721,26 +680,29 @@ TEST(client_null_arguments_are_reported_not_crashed_on) {
     struct reply r;
     reply_init(&r, eb);
     errno = 0;
-    CHECK_INT(afdt_create_client(path, eb, (const uint8_t *)"q", 1, on_response, NULL, &five_s, &r),
-              <, 0);
+    CHECK_INT(
+        afdt_create_client(path, eb, (const uint8_t *)"q", 1, reply_on_response, NULL, &five_s, &r),
+        <, 0);
     int e = errno;
     CHECK_INT(e, ==, EINVAL);
-    CHECK_INT(afdt_create_client(path, eb, (const uint8_t *)"q", 1, NULL, on_error, &five_s, &r), <,
-              0);
+    CHECK_INT(
+        afdt_create_client(path, eb, (const uint8_t *)"q", 1, NULL, reply_on_error, &five_s, &r), <,
+        0);
     CHECK_INT(r.calls, ==, 1);
     CHECK_INT(r.err.phase, ==, AFDT_CREATE_CLIENT);
-    CHECK_INT(
-        afdt_create_client(path, NULL, (const uint8_t *)"q", 1, on_response, on_error, &five_s, &r),
-        <, 0);
+    CHECK_INT(afdt_create_client(path, NULL, (const uint8_t *)"q", 1, reply_on_response,
+                                 reply_on_error, &five_s, &r),
+              <, 0);
     CHECK_INT(r.calls, ==, 2);
     CHECK_INT(r.err.phase, ==, AFDT_CREATE_CLIENT);
-    CHECK_INT(
-        afdt_create_client(NULL, eb, (const uint8_t *)"q", 1, on_response, on_error, &five_s, &r),
-        <, 0);
+    CHECK_INT(afdt_create_client(NULL, eb, (const uint8_t *)"q", 1, reply_on_response,
+                                 reply_on_error, &five_s, &r),
+              <, 0);
     CHECK_INT(r.calls, ==, 3);
     CHECK_INT(r.err.phase, ==, AFDT_CREATE_CLIENT);
     CHECK_INT(r.err.operation, ==, AFDT_PATHNAME);
-    CHECK_INT(afdt_create_client(path, eb, NULL, 5, on_response, on_error, &five_s, &r), <, 0);
+    CHECK_INT(afdt_create_client(path, eb, NULL, 5, reply_on_response, reply_on_error, &five_s, &r),
+              <, 0);
     CHECK_INT(r.calls, ==, 4);
     CHECK_INT(r.err.phase, ==, AFDT_CREATE_CLIENT);
     event_base_free(eb);
@@ -761,9 +723,9 @@ TEST(client_times_out_on_silent_server) {
     r.break_loop = false;
     struct timeval to = {0, 300000};
     int64_t t0 = now_ms();
-    CHECK_INT(
-        afdt_create_client(path, eb, (const uint8_t *)"hello?", 6, on_response, on_error, &to, &r),
-        >=, 0);
+    CHECK_INT(afdt_create_client(path, eb, (const uint8_t *)"hello?", 6, reply_on_response,
+                                 reply_on_error, &to, &r),
+              >=, 0);
     CHECK_INT(r.calls, ==, 0);
     /* The client is alone in the loop: dispatch returns once it gave up. */
     CHECK_INT(event_base_dispatch(eb), >=, 0);
@@ -789,7 +751,8 @@ TEST(client_calls_error_handler_once_and_ignores_response_after_timeout) {
     reply_init(&r, eb);
     r.break_loop = false;
     struct timeval to = {0, 100000};
-    CHECK_INT(afdt_create_client(path, eb, (const uint8_t *)"q", 1, on_response, on_error, &to, &r),
+    CHECK_INT(afdt_create_client(path, eb, (const uint8_t *)"q", 1, reply_on_response,
+                                 reply_on_error, &to, &r),
               >=, 0);
     run_for_ms(eb, 600);
     CHECK_INT(r.calls, ==, 1);
@@ -827,7 +790,8 @@ TEST(client_timeout_covers_connect_to_full_backlog_without_blocking_loop) {
     reply_init(&r, eb);
     struct timeval to = {0, 500000};
     int64_t t0 = now_ms();
-    CHECK_INT(afdt_create_client(path, eb, (const uint8_t *)"q", 1, on_response, on_error, &to, &r),
+    CHECK_INT(afdt_create_client(path, eb, (const uint8_t *)"q", 1, reply_on_response,
+                                 reply_on_error, &to, &r),
               >=, 0);
     int64_t call_ms = now_ms() - t0;
     CHECK_INT(r.calls, ==, 0);
@@ -869,9 +833,9 @@ TEST(client_connect_retries_until_backlog_has_room) {
     event_add(ticker, &ten_ms);
     struct reply r;
     reply_init(&r, eb);
-    CHECK_INT(
-        afdt_create_client(path, eb, (const uint8_t *)"q", 1, on_response, on_error, &five_s, &r),
-        >=, 0);
+    CHECK_INT(afdt_create_client(path, eb, (const uint8_t *)"q", 1, reply_on_response,
+                                 reply_on_error, &five_s, &r),
+              >=, 0);
     CHECK_INT(r.calls, ==, 0);
     wait_reply(&r);
     CHECK_INT(r.responses, ==, 1);
@@ -897,9 +861,9 @@ TEST(client_reports_connect_error_once_when_listener_goes_away_during_retry) {
     struct reply r;
     reply_init(&r, eb);
     r.break_loop = false;
-    CHECK_INT(
-        afdt_create_client(path, eb, (const uint8_t *)"q", 1, on_response, on_error, &five_s, &r),
-        >=, 0);
+    CHECK_INT(afdt_create_client(path, eb, (const uint8_t *)"q", 1, reply_on_response,
+                                 reply_on_error, &five_s, &r),
+              >=, 0);
     run_for_ms(eb, 50); /* the client is retrying its connect */
     CHECK_INT(r.calls, ==, 0);
     /* The file stays, nobody listens any more: the next try is refused. */
@@ -928,9 +892,9 @@ TEST(client_failure_after_create_client_returned_is_not_reported_as_create_clien
     int nfill = fill_backlog(path, fill, 16);
     struct reply r;
     reply_init(&r, eb);
-    CHECK_INT(
-        afdt_create_client(path, eb, (const uint8_t *)"q", 1, on_response, on_error, &five_s, &r),
-        >=, 0);
+    CHECK_INT(afdt_create_client(path, eb, (const uint8_t *)"q", 1, reply_on_response,
+                                 reply_on_error, &five_s, &r),
+              >=, 0);
     run_for_ms(eb, 50);
     close(ln);
     wait_reply(&r);
@@ -949,9 +913,9 @@ static void check_huge_timeout(const struct timeval *to) {
     srv_start(&s, eb, -1, "in time");
     struct reply r;
     reply_init(&r, eb);
-    CHECK_INT(
-        afdt_create_client(s.path, eb, (const uint8_t *)"q", 1, on_response, on_error, to, &r), >=,
-        0);
+    CHECK_INT(afdt_create_client(s.path, eb, (const uint8_t *)"q", 1, reply_on_response,
+                                 reply_on_error, to, &r),
+              >=, 0);
     wait_reply(&r);
     CHECK_INT(r.errors, ==, 0);
     CHECK_INT(r.responses, ==, 1);
@@ -985,7 +949,8 @@ TEST(client_non_normalised_timeout_counts_in_full) {
     reply_init(&r, eb);
     struct timeval to = {0, 1200000}; /* 1.2 s, spelt with tv_usec over a million */
     int64_t t0 = now_ms();
-    CHECK_INT(afdt_create_client(path, eb, (const uint8_t *)"q", 1, on_response, on_error, &to, &r),
+    CHECK_INT(afdt_create_client(path, eb, (const uint8_t *)"q", 1, reply_on_response,
+                                 reply_on_error, &to, &r),
               >=, 0);
     wait_reply(&r);
     int64_t elapsed = now_ms() - t0;
@@ -1005,7 +970,8 @@ TEST(client_non_normalised_timeout_against_full_backlog_counts_in_full) {
     reply_init(&r, eb);
     struct timeval to = {0, 1200000};
     int64_t t0 = now_ms();
-    CHECK_INT(afdt_create_client(path, eb, (const uint8_t *)"q", 1, on_response, on_error, &to, &r),
+    CHECK_INT(afdt_create_client(path, eb, (const uint8_t *)"q", 1, reply_on_response,
+                                 reply_on_error, &to, &r),
               >=, 0);
     wait_reply(&r);
     CHECK_ERR(r.err, AFDT_HANDLE_RESPONSE, AFDT_TIMEOUT, ETIMEDOUT, r.err_errno);
@@ -1024,9 +990,9 @@ TEST(client_null_timeout_waits_for_slow_server) {
     struct reply r;
     reply_init(&r, eb);
     int64_t t0 = now_ms();
-    CHECK_INT(
-        afdt_create_client(path, eb, (const uint8_t *)"q", 1, on_response, on_error, NULL, &r), >=,
-        0);
+    CHECK_INT(afdt_create_client(path, eb, (const uint8_t *)"q", 1, reply_on_response,
+                                 reply_on_error, NULL, &r),
+              >=, 0);
     wait_reply(&r);
     CHECK_INT(now_ms() - t0, >=, 400);
     CHECK_INT(r.responses, ==, 1);
@@ -1046,9 +1012,9 @@ TEST(client_reports_recvmsg_when_server_closes_without_answering) {
     int before = fd_count();
     struct reply r;
     reply_init(&r, eb);
-    CHECK_INT(
-        afdt_create_client(path, eb, (const uint8_t *)"q", 1, on_response, on_error, &five_s, &r),
-        >=, 0);
+    CHECK_INT(afdt_create_client(path, eb, (const uint8_t *)"q", 1, reply_on_response,
+                                 reply_on_error, &five_s, &r),
+              >=, 0);
     wait_reply(&r);
     CHECK_INT(r.calls, ==, 1);
     CHECK_ERR(r.err, AFDT_HANDLE_RESPONSE, AFDT_RECVMSG, 0, r.err_errno);
@@ -1065,9 +1031,9 @@ TEST(client_reports_format_when_server_closes_inside_frame) {
     int before = fd_count();
     struct reply r;
     reply_init(&r, eb);
-    CHECK_INT(
-        afdt_create_client(path, eb, (const uint8_t *)"q", 1, on_response, on_error, &five_s, &r),
-        >=, 0);
+    CHECK_INT(afdt_create_client(path, eb, (const uint8_t *)"q", 1, reply_on_response,
+                                 reply_on_error, &five_s, &r),
+              >=, 0);
     wait_reply(&r);
     CHECK_INT(r.calls, ==, 1);
     CHECK_ERR(r.err, AFDT_HANDLE_RESPONSE, AFDT_FORMAT, 0, r.err_errno);
@@ -1084,9 +1050,9 @@ TEST(client_reports_format_for_oversized_frame_and_closes_its_descriptor) {
     int before = fd_count();
     struct reply r;
     reply_init(&r, eb);
-    CHECK_INT(
-        afdt_create_client(path, eb, (const uint8_t *)"q", 1, on_response, on_error, &five_s, &r),
-        >=, 0);
+    CHECK_INT(afdt_create_client(path, eb, (const uint8_t *)"q", 1, reply_on_response,
+                                 reply_on_error, &five_s, &r),
+              >=, 0);
     wait_reply(&r);
     CHECK_INT(r.calls, ==, 1);
     CHECK_ERR(r.err, AFDT_HANDLE_RESPONSE, AFDT_FORMAT, 0, r.err_errno);
@@ -1104,9 +1070,9 @@ TEST(client_keeps_first_descriptor_and_closes_extra_ones) {
     int before = fd_count();
     struct reply r;
     reply_init(&r, eb);
-    CHECK_INT(
-        afdt_create_client(path, eb, (const uint8_t *)"q", 1, on_response, on_error, &five_s, &r),
-        >=, 0);
+    CHECK_INT(afdt_create_client(path, eb, (const uint8_t *)"q", 1, reply_on_response,
+                                 reply_on_error, &five_s, &r),
+              >=, 0);
     wait_reply(&r);
     CHECK_INT(r.responses, ==, 1);
     CHECK_INT(r.len, ==, 3);
@@ -1141,8 +1107,8 @@ TEST(client_hundred_clients_in_flight_are_all_answered) {
         f.r[i].break_loop = false;
         char req[8];
         int n = snprintf(req, sizeof(req), "%d", i);
-        CHECK_INT(afdt_create_client(s.path, eb, (const uint8_t *)req, (uint32_t)n, on_response,
-                                     on_error, &five_s, &f.r[i]),
+        CHECK_INT(afdt_create_client(s.path, eb, (const uint8_t *)req, (uint32_t)n,
+                                     reply_on_response, reply_on_error, &five_s, &f.r[i]),
                   >=, 0);
     }
     /* All 100 are connected or connecting before the loop runs once. */
@@ -1235,12 +1201,12 @@ struct fallback {
 
 static void fallback_response(const uint8_t *resp, uint32_t len, int fd, void *ud) {
     struct fallback *fb = ud;
-    on_response(resp, len, fd, &fb->r);
+    reply_on_response(resp, len, fd, &fb->r);
 }
 
 static void fallback_error(const struct afdt_error_t *e, void *ud) {
     struct fallback *fb = ud;
-    on_error(e, &fb->r);
+    reply_on_error(e, &fb->r);
     fb->step++;
     struct timeval to = {0, 100000};
     CHECK_INT(fb->step, <, 3);
@@ -1294,16 +1260,17 @@ TEST(client_error_paths_leave_descriptor_count_unchanged) {
 
     /* Missing server, oversized request, bad name: inside create_client. */
     reply_init(&r, eb);
-    CHECK_INT(afdt_create_client(tmp_path("missing"), eb, (const uint8_t *)"q", 1, on_response,
-                                 on_error, &to, &r),
+    CHECK_INT(afdt_create_client(tmp_path("missing"), eb, (const uint8_t *)"q", 1,
+                                 reply_on_response, reply_on_error, &to, &r),
               <, 0);
     CHECK_INT(fd_count(), ==, before);
     static uint8_t big[AFDT_MSGLEN + 1];
-    CHECK_INT(
-        afdt_create_client(tmp_path("big"), eb, big, sizeof(big), on_response, on_error, &to, &r),
-        <, 0);
+    CHECK_INT(afdt_create_client(tmp_path("big"), eb, big, sizeof(big), reply_on_response,
+                                 reply_on_error, &to, &r),
+              <, 0);
     CHECK_INT(fd_count(), ==, before);
-    CHECK_INT(afdt_create_client("", eb, (const uint8_t *)"q", 1, on_response, on_error, &to, &r),
+    CHECK_INT(afdt_create_client("", eb, (const uint8_t *)"q", 1, reply_on_response, reply_on_error,
+                                 &to, &r),
               <, 0);
     CHECK_INT(r.errors, ==, 3);
     CHECK_INT(fd_count(), ==, before);
@@ -1315,7 +1282,8 @@ TEST(client_error_paths_leave_descriptor_count_unchanged) {
     int nfill = fill_backlog(full, fill, 16);
     int with_fill = fd_count();
     reply_init(&r, eb);
-    CHECK_INT(afdt_create_client(full, eb, (const uint8_t *)"q", 1, on_response, on_error, &to, &r),
+    CHECK_INT(afdt_create_client(full, eb, (const uint8_t *)"q", 1, reply_on_response,
+                                 reply_on_error, &to, &r),
               >=, 0);
     wait_reply(&r);
     CHECK_INT(r.err.operation, ==, AFDT_TIMEOUT);
@@ -1327,7 +1295,8 @@ TEST(client_error_paths_leave_descriptor_count_unchanged) {
     const char *idle = tmp_path("idle");
     ln = raw_listen(idle, 16);
     reply_init(&r, eb);
-    CHECK_INT(afdt_create_client(idle, eb, (const uint8_t *)"q", 1, on_response, on_error, &to, &r),
+    CHECK_INT(afdt_create_client(idle, eb, (const uint8_t *)"q", 1, reply_on_response,
+                                 reply_on_error, &to, &r),
               >=, 0);
     wait_reply(&r);
     CHECK_INT(r.err.operation, ==, AFDT_TIMEOUT);

@@ -14,6 +14,7 @@
 
 #include "afdt.h"
 #include "harness.h"
+#include "helpers.h"
 
 /* ---------------------------------------------------------------------------
  * Fixtures: a server whose callbacks record what they saw, and clients that
@@ -117,54 +118,14 @@ static void srv_start(struct srv *s) {
     CHECK(s->handle != NULL);
 }
 
-struct reply {
-    struct event_base *eb;
-    bool break_loop;
-    int calls, responses, errors;
-    uint8_t buf[AFDT_MSGLEN];
-    uint32_t len;
-    int fd;
-    struct afdt_error_t err;
-    int err_errno;
-};
-
-static void reply_init(struct reply *r, struct event_base *eb) {
-    memset(r, 0, sizeof(*r));
-    r->eb = eb;
-    r->break_loop = true;
-    r->fd = -100;
-    r->err_errno = -1;
-}
-
-static void on_response(const uint8_t *resp, uint32_t len, int fd, void *ud) {
-    struct reply *r = ud;
-    r->calls++;
-    r->responses++;
-    memcpy(r->buf, resp, len);
-    r->len = len;
-    r->fd = fd;
-    if (r->break_loop)
-        event_base_loopbreak(r->eb);
-}
-
-static void on_cli_error(const struct afdt_error_t *e, void *ud) {
-    int saved = errno;
-    struct reply *r = ud;
-    r->calls++;
-    r->errors++;
-    r->err = *e;
-    r->err_errno = saved;
-    if (r->break_loop)
-        event_base_loopbreak(r->eb);
-}
-
 static const struct timeval five_s = {5, 0};
 
 /* One asynchronous exchange in @s's loop; returns when the client is done. */
 static void exchange(struct srv *s, const void *req, uint32_t len, struct reply *r) {
     reply_init(r, s->eb);
-    CHECK_INT(afdt_create_client(s->path, s->eb, req, len, on_response, on_cli_error, &five_s, r),
-              ==, 0);
+    CHECK_INT(
+        afdt_create_client(s->path, s->eb, req, len, reply_on_response, reply_on_error, &five_s, r),
+        ==, 0);
     while (r->calls == 0)
         CHECK_INT(event_base_loop(s->eb, EVLOOP_ONCE), >=, 0);
     CHECK_INT(r->calls, ==, 1);
@@ -509,8 +470,8 @@ TEST(server_close_in_request_handler_still_delivers_that_response) {
     struct reply r;
     reply_init(&r, eb);
     r.break_loop = false;
-    CHECK_INT(afdt_create_client(s.path, eb, (const uint8_t *)"terminate", 9, on_response,
-                                 on_cli_error, &five_s, &r),
+    CHECK_INT(afdt_create_client(s.path, eb, (const uint8_t *)"terminate", 9, reply_on_response,
+                                 reply_on_error, &five_s, &r),
               ==, 0);
     /* Nothing breaks the loop: it must run dry by itself once the exchange is
      * over, because the closed server holds no event any more. */
@@ -581,8 +542,8 @@ TEST(server_close_in_post_handler_lets_dispatch_return) {
     struct reply r;
     reply_init(&r, eb);
     r.break_loop = false;
-    CHECK_INT(afdt_create_client(s.path, eb, (const uint8_t *)"q", 1, on_response, on_cli_error,
-                                 &five_s, &r),
+    CHECK_INT(afdt_create_client(s.path, eb, (const uint8_t *)"q", 1, reply_on_response,
+                                 reply_on_error, &five_s, &r),
               ==, 0);
     CHECK_INT(event_base_dispatch(eb), >=, 0);
     CHECK(s.closed);
@@ -622,13 +583,13 @@ struct in_progress {
 /* B's answer arrived, so the server is closed: now A sends its request. */
 static void send_late_request(const uint8_t *resp, uint32_t len, int fd, void *ud) {
     struct in_progress *p = ud;
-    on_response(resp, len, fd, &p->r);
+    reply_on_response(resp, len, fd, &p->r);
     CHECK_INT(afdt_send_plain_msg(p->a_sock, (const uint8_t *)"late A", 6, NULL), ==, 0);
 }
 
 static void in_progress_error(const struct afdt_error_t *e, void *ud) {
     struct in_progress *p = ud;
-    on_cli_error(e, &p->r);
+    reply_on_error(e, &p->r);
 }
 
 TEST(server_close_lets_accepted_exchange_in_progress_complete) {
@@ -692,8 +653,8 @@ TEST(server_refuses_connections_after_close) {
     CHECK_INT(err.operation, ==, AFDT_CONNECT);
     CHECK(e == ENOENT || e == ECONNREFUSED);
     reply_init(&r, eb);
-    CHECK_INT(afdt_create_client(s.path, eb, (const uint8_t *)"r", 1, on_response, on_cli_error,
-                                 &five_s, &r),
+    CHECK_INT(afdt_create_client(s.path, eb, (const uint8_t *)"r", 1, reply_on_response,
+                                 reply_on_error, &five_s, &r),
               <, 0);
     CHECK_INT(r.errors, ==, 1);
     CHECK_INT(r.err.operation, ==, AFDT_CONNECT);

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "helpers.h"
 
 /* --- Helpers ------------------------------------------------------------- */
 
@@ -1016,22 +1017,10 @@ TEST(sync_client_waits_for_room_in_a_full_backlog_within_its_timeout) {
 static int sync_client_out_of_descriptors(void *arg) {
     (void)arg;
     int before = fd_count();
-    struct rlimit old, low;
-    CHECK_INT(getrlimit(RLIMIT_NOFILE, &old), ==, 0);
-    low = old;
-    low.rlim_cur = 64;
-    CHECK_INT(setrlimit(RLIMIT_NOFILE, &low), ==, 0);
-    int fill[64];
-    int nfill = 0;
-    for (;;) {
-        int d = fcntl(0, F_DUPFD_CLOEXEC, 0);
-        if (d < 0)
-            break;
-        CHECK(nfill < 64);
-        fill[nfill++] = d;
-    }
-    CHECK(nfill > 0);
-    close(fill[--nfill]); /* exactly one slot: the client's socket */
+    struct fill full;
+    fill_descriptors(&full, 64);
+    CHECK(full.n > 0);
+    close(full.fds[--full.n]); /* exactly one slot: the client's socket */
     uint8_t resp[16];
     uint32_t len = sizeof(resp);
     int fd = 12345;
@@ -1042,9 +1031,7 @@ static int sync_client_out_of_descriptors(void *arg) {
     int probe = fcntl(0, F_DUPFD_CLOEXEC, 0);
     if (probe >= 0)
         close(probe);
-    for (int i = 0; i < nfill; i++)
-        close(fill[i]);
-    CHECK_INT(setrlimit(RLIMIT_NOFILE, &old), ==, 0);
+    release_descriptors(&full);
     CHECK_INT(r, <, 0);
     CHECK_ERR(err, AFDT_NO_PHASE, AFDT_RECVMSG, EMFILE, e);
     CHECK_INT(fd, ==, -1);

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "helpers.h"
 
 /* --- Helpers ------------------------------------------------------------- */
 
@@ -1475,31 +1476,15 @@ static int receive_out_of_descriptors(void *arg) {
     close(f);
     int before = fd_count();
 
-    struct rlimit old, low;
-    CHECK_INT(getrlimit(RLIMIT_NOFILE, &old), ==, 0);
-    low = old;
-    low.rlim_cur = 64;
-    CHECK_INT(setrlimit(RLIMIT_NOFILE, &low), ==, 0);
-    int fill[64];
-    int nfill = 0;
-    for (;;) {
-        int d = fcntl(0, F_DUPFD_CLOEXEC, 0);
-        if (d < 0) {
-            CHECK_INT(errno, ==, EMFILE);
-            break;
-        }
-        CHECK(nfill < 64);
-        fill[nfill++] = d;
-    }
+    struct fill full;
+    fill_descriptors(&full, 64);
     uint8_t buf[16];
     uint32_t len = sizeof(buf);
     int fd = 12345;
     struct afdt_error_t err = AFDT_ERROR_T_INIT;
     int r = afdt_recv_fd_msg(sv[1], buf, &len, &fd, &err);
     int e = errno;
-    for (int i = 0; i < nfill; i++)
-        close(fill[i]);
-    CHECK_INT(setrlimit(RLIMIT_NOFILE, &old), ==, 0);
+    release_descriptors(&full);
 
     CHECK_INT(r, <, 0);
     CHECK_ERR(err, AFDT_NO_PHASE, AFDT_RECVMSG, EMFILE, e);
