@@ -224,7 +224,8 @@ AFDT_EXPORT void afdt_no_post(const uint8_t *request, uint32_t request_length,
  * success.  On failure calls @error_handler (phase AFDT_CREATE_SERVER;
  * operation AFDT_PATHNAME, AFDT_SOCKET, AFDT_BIND, AFDT_LISTEN, AFDT_MALLOC or
  * AFDT_EVENT_ADD; AFDT_EVENT_BASE_SET with EINVAL when @eb or @request_handler
- * is NULL) and returns < 0 with errno set.  With a NULL @error_handler it
+ * is NULL, or with ENOMEM when libevent cannot make its events) and returns
+ * < 0 with errno set.  With a NULL @error_handler it
  * returns -1 and EINVAL.
  */
 AFDT_EXPORT int afdt_create_server(const char *fname, struct event_base *eb,
