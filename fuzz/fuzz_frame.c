@@ -166,28 +166,7 @@ static void write_piece(const uint8_t *data, uint32_t len, uint32_t nfds) {
         return;
     if (S.fds_sent + nfds > MAX_FDS_SENT)
         nfds = 0;
-    union {
-        struct cmsghdr align;
-        char buf[CMSG_SPACE(sizeof(int) * AFDT_MAX_FDS)];
-    } cm;
-    struct iovec iov = {(void *)data, len};
-    struct msghdr msg = {0};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    if (nfds > 0) {
-        int fds[AFDT_MAX_FDS];
-        for (uint32_t i = 0; i < nfds; i++)
-            fds[i] = fuzz_devnull();
-        memset(cm.buf, 0, sizeof(cm.buf));
-        msg.msg_control = cm.buf;
-        msg.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
-        struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-        c->cmsg_level = SOL_SOCKET;
-        c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
-        memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
-    }
-    ssize_t n = sendmsg(S.tx, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+    ssize_t n = fuzz_send_devnulls(S.tx, data, len, nfds);
     if (n <= 0)
         return; /* full (or too many descriptors in flight): nothing was written */
     S.chunk[S.nchunks++] = (struct chunk){S.total, nfds};

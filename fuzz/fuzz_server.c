@@ -337,29 +337,8 @@ static int pick(uint8_t op) {
 static void send_piece(int slot, const uint8_t *data, size_t len, uint32_t nfds) {
     if (slot < 0 || len == 0)
         return;
-    union {
-        struct cmsghdr align;
-        char buf[CMSG_SPACE(sizeof(int) * AFDT_MAX_FDS)];
-    } cm;
-    struct iovec iov = {(void *)data, len};
-    struct msghdr msg = {0};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    if (nfds > 0) {
-        int fds[AFDT_MAX_FDS];
-        for (uint32_t i = 0; i < nfds; i++)
-            fds[i] = fuzz_devnull();
-        memset(cm.buf, 0, sizeof(cm.buf));
-        msg.msg_control = cm.buf;
-        msg.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
-        struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-        c->cmsg_level = SOL_SOCKET;
-        c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
-        memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
-    }
     /* Refused, reset or full: the server's business, not ours. */
-    (void)sendmsg(clients[slot], &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+    (void)fuzz_send_devnulls(clients[slot], data, len, nfds);
     pump();
 }
 

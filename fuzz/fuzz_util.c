@@ -2,12 +2,15 @@
 /* Helpers shared by the fuzz targets (see fuzz_util.h). */
 #include "fuzz_util.h"
 
+#include "afdt.h"
+
 #include <dirent.h>
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -106,4 +109,29 @@ void fuzz_violation(const char *fmt, ...) {
     fputc('\n', stderr);
     fflush(stderr);
     abort();
+}
+
+long fuzz_send_devnulls(int sock, const uint8_t *data, size_t len, uint32_t nfds) {
+    union {
+        struct cmsghdr align;
+        char buf[CMSG_SPACE(sizeof(int) * AFDT_MAX_FDS)];
+    } cm;
+    struct iovec iov = {(void *)data, len};
+    struct msghdr msg = {0};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    if (nfds > 0) {
+        int fds[AFDT_MAX_FDS];
+        for (uint32_t i = 0; i < nfds; i++)
+            fds[i] = fuzz_devnull();
+        memset(cm.buf, 0, sizeof(cm.buf));
+        msg.msg_control = cm.buf;
+        msg.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
+        struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+        memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
+    }
+    return (long)sendmsg(sock, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
 }

@@ -34,6 +34,10 @@ int fuzz_free_fd(unsigned n);
  * (so it is part of every baseline count). */
 int fuzz_devnull(void);
 
+/* One non-blocking sendmsg() of @len bytes of @data with @nfds (at most
+ * AFDT_MAX_FDS) copies of fuzz_devnull() as SCM_RIGHTS; sendmsg's result. */
+long fuzz_send_devnulls(int sock, const uint8_t *data, size_t len, uint32_t nfds);
+
 /* Whether @fd is open, close-on-exec, and /dev/null: a descriptor that
  * arrived from a sender that only ever sends /dev/null. */
 bool fuzz_is_devnull_copy(int fd);
