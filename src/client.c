@@ -41,10 +41,11 @@ struct client {
 
 static void on_client(evutil_socket_t sock, short what, void *arg);
 
-/* The exchange is over: release everything, then make the one callback. */
+/* The exchange is over: make the one callback, then let the socket go.  The
+ * callback comes first so that a caller who starts the next exchange from it
+ * (the usual way) connects before this one's epoll removal and close, which
+ * then cost it no latency. */
 static void client_finish(struct client *c, enum afdt_phase phase, const struct afdt__fail *f) {
-    event_del(&c->ev);
-    afdt__close(c->sock);
     if (f) {
         afdt__close_all(c->fds, c->in.nfds);
         if (c->named)
@@ -63,6 +64,8 @@ static void client_finish(struct client *c, enum afdt_phase phase, const struct 
     } else {
         c->on_response(c->resp, c->in.len, c->in.nfds ? c->fds[0] : -1, c->userdata);
     }
+    event_del(&c->ev);
+    afdt__close(c->sock);
     free(c->named);
     free(c);
 }
@@ -90,8 +93,13 @@ static int client_arm(struct client *c, short what, struct afdt__fail *f) {
         wait = ARM_MAX_US;
     struct timeval tv = {.tv_sec = (time_t)(wait / 1000000),
                          .tv_usec = (suseconds_t)(wait % 1000000)};
-    event_del(&c->ev);
-    event_assign(&c->ev, c->eb, what ? c->sock : -1, what, on_client, c);
+    /* Socket events persist, so the loop does not drop them from epoll before
+     * the callback runs (client_finish does that, after the caller's). */
+    if ((event_get_events(&c->ev) & (EV_READ | EV_WRITE)) != what) {
+        event_del(&c->ev);
+        event_assign(&c->ev, c->eb, what ? c->sock : -1, what ? what | EV_PERSIST : 0, on_client,
+                     c);
+    }
     if (event_add(&c->ev, wait >= 0 ? &tv : NULL) < 0)
         return afdt__fail(f, AFDT_EVENT_ADD, errno, "");
     return 0;

@@ -92,6 +92,8 @@ struct afdt__frame_in {
     bool greedy;       /* may read past the frame: the connection is ours alone */
     bool excess_fails; /* more descriptors than fds_cap fails (else they are closed) */
     int rflags;        /* extra recvmsg flags (MSG_DONTWAIT) */
+    bool eintr_ends;   /* a blocking read bounded by SO_RCVTIMEO: a signal ends it, so
+                          the caller's own deadline, not a restarted timeout, decides */
 
     uint8_t hdr[sizeof(uint32_t)];
     uint32_t got;    /* bytes of the frame consumed so far, header included */

@@ -95,9 +95,9 @@ int afdt__frame_recv(int sock, struct afdt__frame_in *in, struct afdt__fail *f) 
     ssize_t n;
     do {
         n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC | in->rflags);
-    } while (n < 0 && errno == EINTR);
+    } while (n < 0 && errno == EINTR && !in->eintr_ends);
     if (n < 0) {
-        if (errno == EAGAIN || errno == EWOULDBLOCK)
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
             return 0;
         return fail_frame(in, f, AFDT_RECVMSG, errno, "");
     }

@@ -1093,8 +1093,8 @@ static bool fault_reported(void) {
         return reported(AFDT_NO_OPERATION, EACCES) ||
                (takeover &&
                 (reported(AFDT_NO_OPERATION, ENOTSOCK) || reported(AFDT_NO_OPERATION, e)));
-    case CALL_setsockopt: /* the sync client's connect timeout */
-        return reported(AFDT_CONNECT, e) || takeover;
+    case CALL_setsockopt: /* the sync client's connect or receive timeout */
+        return reported(AFDT_CONNECT, e) || reported(AFDT_RECVMSG, e) || takeover;
     case CALL_chmod:
     case CALL_open:
     case CALL_flock: return reported(AFDT_BIND, e);
@@ -1110,7 +1110,8 @@ static bool fault_reported(void) {
     case CALL_opendir: /* EMFILE from opendir means no headroom at all */
         return reported(AFDT_RECVMSG, EMFILE);
     case CALL_fcntl: /* a LISTEN_FDS descriptor, or the sync client's socket made blocking */
-        return reported(AFDT_FORMAT, e) || reported(AFDT_CONNECT, e) || takeover;
+        return reported(AFDT_FORMAT, e) || reported(AFDT_CONNECT, e) || reported(AFDT_RECVMSG, e) ||
+               takeover;
     case CALL_getsockname: /* afdt_check_socket's, or the port a spec's port 0 got */
         return reported(AFDT_NO_OPERATION, e) || reported(AFDT_NO_OPERATION, EADDRNOTAVAIL);
     case CALL_getaddrinfo: /* reported by its own codes, not errno */

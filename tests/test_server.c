@@ -1316,9 +1316,12 @@ TEST(server_handles_1000_sequential_exchanges_with_flat_descriptor_count) {
     CHECK_INT(q.s.requests, ==, 1000);
     CHECK_INT(q.s.posts, ==, 1000);
     CHECK_INT(q.s.errors, ==, 0);
-    CHECK_INT(q.fds_at[0], ==, before);
-    CHECK_INT(q.fds_at[1], ==, before);
-    CHECK_INT(q.fds_at[2], ==, before);
+    /* In the callback the exchange's own socket is still open; the library
+     * closes it as soon as the callback returns. */
+    CHECK_INT(q.fds_at[0], ==, before + 1);
+    CHECK_INT(q.fds_at[1], ==, before + 1);
+    CHECK_INT(q.fds_at[2], ==, before + 1);
+    CHECK_INT(fd_count(), ==, before);
     srv_close(&q.s);
     event_base_dispatch(eb);
     event_base_free(eb);
