@@ -6,7 +6,7 @@ set -eu
 cd "$(dirname "$0")/.."
 build=${1:-build}
 bin=$build/bench/afdt-bench
-args=${BENCH_ARGS:-all --reps 7 --dur 0.5 --warmup 0.1}
+args=${BENCH_ARGS:-all --reps 15 --dur 0.3 --warmup 0.1}
 if [ ! -x "$bin" ]; then
     echo "run.sh: $bin is not built (run make first)" >&2
     exit 1
