@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 /* Fault injection: each call the library makes that can fail is made to fail at its first,
  * second, third... use during a scenario that drives every interface, and each failure must be
- * reported with the right operation and errno, leak nothing, and leave the servers serving. */
+ * reported with the right operation and errno, leak nothing, and leave the servers serving.
+ * The same wrappers also count what the library asks of the event loop (at the end). */
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
@@ -1397,4 +1398,90 @@ TEST(eintr_in_accept4_at_each_use_is_retried_transparently) {
 
 TEST(eintr_in_flock_at_each_use_is_retried_transparently) {
     sweep(CALL_flock, EINTR, true);
+}
+
+/* ---------------------------------------------------------------------------
+ * Uses counted, none failed: what the library asks of the loop.
+ * ------------------------------------------------------------------------- */
+
+struct answerer {
+    int listener;
+    int told; /* written once the answer is out */
+    int delay_ms;
+};
+
+/* Answer one request with /dev/null after @delay_ms, say so, then wait for
+ * the client to hang up. */
+static int answer_one(void *arg) {
+    struct answerer *a = arg;
+    int c = accept(a->listener, NULL, NULL);
+    uint8_t req[64];
+    if (c < 0 || recv(c, req, sizeof(req), 0) <= 0)
+        return 1;
+    sleep_ms(a->delay_ms);
+    int devnull = __real_open("/dev/null", O_RDONLY);
+    struct afdt_error_t err = AFDT_ERROR_T_INIT;
+    if (afdt_send_fd_msg(c, (const uint8_t *)"ok", 2, devnull, &err) < 0 ||
+        write(a->told, "x", 1) != 1)
+        return 2;
+    while (recv(c, req, sizeof(req), 0) > 0) {
+    }
+    return 0;
+}
+
+static void on_answer(const uint8_t *resp, uint32_t len, int fd, void *ud) {
+    CHECK_INT(len, ==, 2);
+    CHECK_MEM(resp, "ok", 2);
+    CHECK(fd >= 0);
+    close(fd);
+    *(int *)ud = 1;
+}
+
+static void on_answer_error(const struct afdt_error_t *e, void *ud) {
+    (void)ud;
+    harness_fail(__FILE__, __LINE__, "exchange failed: %s %s %s", afdt_phase_str(e->phase),
+                 afdt_operation_str(e->operation), e->message);
+}
+
+/* One async exchange with a server answering after @delay_ms; the loop first
+ * runs once the answer is out.  Returns the library's event_add calls. */
+static long async_exchange_counting_event_adds(int delay_ms) {
+    const char *path = tmp_path("look");
+    int told[2];
+    CHECK_INT(pipe(told), ==, 0);
+    struct answerer a = {real_listener(path), told[1], delay_ms};
+    pid_t pid = spawn(answer_one, &a);
+    struct event_base *eb = event_base_new();
+    int done = 0;
+    atomic_store(&uses[CALL_event_add], 0);
+    atomic_store(&counting, true);
+    CHECK_INT(afdt_create_client(path, eb, (const uint8_t *)"hi", 2, on_answer, on_answer_error,
+                                 &(struct timeval){5, 0}, &done),
+              ==, 0);
+    if (delay_ms == 0) {
+        char x;
+        CHECK_INT(read(told[0], &x, 1), ==, 1);
+    }
+    while (!done)
+        CHECK_INT(event_base_loop(eb, EVLOOP_ONCE), >=, 0);
+    atomic_store(&counting, false);
+    long adds = atomic_load(&uses[CALL_event_add]);
+    event_base_free(eb);
+    CHECK_INT(wait_exit(pid), ==, 0);
+    close(told[0]);
+    close(told[1]);
+    close(a.listener);
+    unlink(path);
+    return adds;
+}
+
+/* The async client looks for its answer from the loop before registering
+ * with it: an answer already there costs no event_add (nor epoll's add and
+ * remove); one that is not there yet is waited for as usual. */
+TEST(async_answer_already_there_is_taken_without_registering_with_the_loop) {
+    CHECK_INT(async_exchange_counting_event_adds(0), ==, 0);
+}
+
+TEST(async_answer_not_there_yet_is_waited_for_through_the_loop) {
+    CHECK_INT(async_exchange_counting_event_adds(100), >=, 1);
 }
