@@ -7,6 +7,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <event2/event.h>
+#include <event2/event_struct.h>
 #include <fcntl.h>
 #include <netdb.h>
 #include <poll.h>
@@ -1454,31 +1455,61 @@ static void on_answer_error(const struct afdt_error_t *e, void *ud) {
                  afdt_operation_str(e->operation), e->message);
 }
 
-/* One async exchange with a server answering after @delay_ms; the loop first
- * runs once the answer is out.  Returns how many descriptors the loop added
- * to its epoll set meanwhile. */
+struct look_run {
+    const char *path;
+    struct timeval timeout;
+    struct event_base *eb;
+    struct event start, busy;
+    int told; /* the answerer's word that the answer is out, or -1 */
+    int done;
+};
+
+static void look_start(evutil_socket_t fd, short what, void *arg) {
+    (void)fd;
+    (void)what;
+    struct look_run *r = arg;
+    CHECK_INT(afdt_create_client(r->path, r->eb, (const uint8_t *)"hi", 2, on_answer,
+                                 on_answer_error, &r->timeout, &r->done),
+              ==, 0);
+}
+
+/* Other work the loop runs after the exchange starts: here, waiting until
+ * the answer is out (when told is set). */
+static void look_busy(evutil_socket_t fd, short what, void *arg) {
+    (void)fd;
+    (void)what;
+    struct look_run *r = arg;
+    char x;
+    if (r->told >= 0)
+        CHECK_INT(read(r->told, &x, 1), ==, 1);
+}
+
+/* One async exchange, started from a callback with another one queued behind
+ * it, against a server answering after @delay_ms.  Returns how many
+ * descriptors the loop added to its epoll set meanwhile. */
 static long async_exchange_counting_epoll_adds(int delay_ms, struct timeval timeout) {
     const char *path = tmp_path("look");
     int told[2];
     CHECK_INT(pipe(told), ==, 0);
     struct answerer a = {real_listener(path), told[1], delay_ms};
     pid_t pid = spawn(answer_one, &a);
-    struct event_base *eb = event_base_new();
-    int done = 0;
+    struct look_run r;
+    memset(&r, 0, sizeof(r));
+    r.path = path;
+    r.timeout = timeout;
+    r.eb = event_base_new();
+    r.told = delay_ms ? -1 : told[0];
+    event_assign(&r.start, r.eb, -1, 0, look_start, &r);
+    event_assign(&r.busy, r.eb, -1, 0, look_busy, &r);
     atomic_store(&epoll_adds, 0);
     atomic_store(&counting, true);
-    CHECK_INT(afdt_create_client(path, eb, (const uint8_t *)"hi", 2, on_answer, on_answer_error,
-                                 &timeout, &done),
-              ==, 0);
-    if (delay_ms == 0) {
-        char x;
-        CHECK_INT(read(told[0], &x, 1), ==, 1);
-    }
-    while (!done)
-        CHECK_INT(event_base_loop(eb, EVLOOP_ONCE), >=, 0);
+    event_active(&r.start, EV_TIMEOUT, 0); /* run in this order */
+    event_active(&r.busy, EV_TIMEOUT, 0);
+    while (!r.done)
+        CHECK_INT(event_base_loop(r.eb, EVLOOP_ONCE), >=, 0);
     atomic_store(&counting, false);
     long adds = atomic_load(&epoll_adds);
-    event_base_free(eb);
+    event_base_free(r.eb);
     CHECK_INT(wait_exit(pid), ==, 0);
     close(told[0]);
     close(told[1]);
@@ -1487,9 +1518,10 @@ static long async_exchange_counting_epoll_adds(int delay_ms, struct timeval time
     return adds;
 }
 
-/* The async client looks for its answer on the loop's next turn before
- * registering its socket: an answer already there costs no epoll add (nor
- * remove); one not there yet is waited for through epoll as usual. */
+/* Started while the loop has other callbacks to run, the async client looks
+ * for its answer on the loop's next turn before registering its socket: an
+ * answer already there costs no epoll add (nor remove); one not there yet is
+ * waited for through epoll as usual. */
 TEST(async_answer_already_there_is_taken_without_an_epoll_registration) {
     CHECK_INT(async_exchange_counting_epoll_adds(0, (struct timeval){5, 0}), ==, 0);
 }
