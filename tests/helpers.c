@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
-/* Test helpers that know libafdt: a recorder of client callbacks, a full descriptor table. */
+/* Test helpers that know libafdt: a recorder of client callbacks, a full descriptor table,
+ * callbacks queued in order. */
 #define _GNU_SOURCE
 #include "helpers.h"
 
@@ -74,4 +75,12 @@ void release_descriptors(struct fill *f) {
     CHECK_INT(getrlimit(RLIMIT_NOFILE, &rl), ==, 0);
     rl.rlim_cur = (rlim_t)f->old_limit;
     CHECK_INT(setrlimit(RLIMIT_NOFILE, &rl), ==, 0);
+}
+
+void queue_pair(struct queued_pair *q, struct event_base *eb, event_callback_fn first,
+                event_callback_fn then, void *arg) {
+    event_assign(&q->first, eb, -1, 0, first, arg);
+    event_assign(&q->then, eb, -1, 0, then, arg);
+    event_active(&q->first, EV_TIMEOUT, 0); /* the active queue keeps this order */
+    event_active(&q->then, EV_TIMEOUT, 0);
 }

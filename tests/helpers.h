@@ -3,12 +3,12 @@
 #ifndef AFDT_TEST_HELPERS_H
 #define AFDT_TEST_HELPERS_H
 
+#include <event2/event.h>
+#include <event2/event_struct.h>
 #include <stdbool.h>
 #include <stdint.h>
 
 #include "afdt.h"
-
-struct event_base;
 
 /* Everything an asynchronous client's callbacks were given. */
 struct reply {
@@ -30,6 +30,14 @@ void reply_on_response(const uint8_t *resp, uint32_t len, int fd, void *ud);
 void reply_on_error(const struct afdt_error_t *e, void *ud);
 /* Run @r's loop until it has had its callback. */
 void wait_reply(struct reply *r);
+
+/* Two callbacks queued on a loop to run in this order on its next turn, so
+ * that whatever the first starts finds the loop with other work still to do. */
+struct queued_pair {
+    struct event first, then;
+};
+void queue_pair(struct queued_pair *q, struct event_base *eb, event_callback_fn first,
+                event_callback_fn then, void *arg);
 
 /* A descriptor table filled up to a lowered RLIMIT_NOFILE. */
 struct fill {

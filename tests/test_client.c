@@ -203,6 +203,7 @@ enum peer_mode {
     PEER_TWO_FDS,       /* answer "two" with two descriptors */
     PEER_SLOW,          /* answer "slow" with a descriptor after delay_ms */
     PEER_AFTER_BACKLOG, /* after delay_ms, accept nfill idle connections, then answer */
+    PEER_DRIBBLE,       /* answer "dribble": one byte and a descriptor, the rest after delay_ms */
 };
 
 struct peer {
@@ -256,6 +257,18 @@ static int peer_main(void *arg) {
         if (!raw_send_frame(c, "room", &p->tok[0], 1))
             return 25;
         break;
+    case PEER_DRIBBLE: {
+        uint8_t frame[4 + 7];
+        uint32_t len = 7;
+        memcpy(frame, &len, sizeof(len));
+        memcpy(frame + 4, "dribble", 7);
+        for (size_t i = 0; i < sizeof(frame); i++) {
+            if (!raw_send(c, frame + i, 1, i ? NULL : &p->tok[0], i ? 0 : 1))
+                return 26;
+            sleep_ms(i ? 2 : p->delay_ms);
+        }
+        break;
+    }
     }
     for (;;)
         pause();
@@ -1303,4 +1316,81 @@ TEST(client_error_paths_leave_descriptor_count_unchanged) {
     close(ln);
     CHECK_INT(fd_count(), ==, before);
     event_base_free(eb);
+}
+
+/* ---------------------------------------------------------------------------
+ * The first look.  A client started while the loop has other callbacks to
+ * run looks for its answer on the loop's next turn before registering with
+ * epoll; every outcome must come out the same through that path.
+ * ------------------------------------------------------------------------- */
+
+struct busy_start {
+    const char *path;
+    struct timeval timeout;
+    struct reply *r;
+    struct queued_pair q;
+};
+
+static void busy_start_client(evutil_socket_t fd, short what, void *arg) {
+    (void)fd;
+    (void)what;
+    struct busy_start *b = arg;
+    CHECK_INT(afdt_create_client(b->path, b->r->eb, (const uint8_t *)"q", 1, reply_on_response,
+                                 reply_on_error, &b->timeout, b->r),
+              ==, 0);
+}
+
+/* The other work queued behind it: long enough for a peer that answers at
+ * once to have answered before the look. */
+static void busy_other_work(evutil_socket_t fd, short what, void *arg) {
+    (void)fd;
+    (void)what;
+    (void)arg;
+    sleep_ms(50);
+}
+
+TEST(client_first_look_gives_every_outcome_as_the_loop_does) {
+    static const struct {
+        enum peer_mode mode;
+        int delay_ms;
+        int timeout_ms;
+        enum afdt_operation op; /* for a failure */
+        int eno;
+        const char *answer; /* for a response */
+    } cases[] = {
+        {PEER_SLOW, 0, 5000, 0, 0, "slow"}, /* answered at once */
+        {PEER_TWO_FDS, 0, 5000, 0, 0, "two"},
+        {PEER_DRIBBLE, 150, 5000, 0, 0, "dribble"}, /* the look finds one byte */
+        {PEER_SILENT, 0, 300, AFDT_TIMEOUT, ETIMEDOUT, NULL},
+        {PEER_CLOSE, 0, 5000, AFDT_RECVMSG, 0, NULL},
+        {PEER_TRUNCATED, 0, 5000, AFDT_FORMAT, 0, NULL},
+        {PEER_OVERSIZED, 0, 5000, AFDT_FORMAT, 0, NULL},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct peer p;
+        struct busy_start b;
+        memset(&b, 0, sizeof(b));
+        pid_t pid = peer_start(&p, cases[i].mode, cases[i].delay_ms, &b.path);
+        struct event_base *eb = event_base_new();
+        int before = fd_count();
+        struct reply r;
+        reply_init(&r, eb);
+        b.timeout = (struct timeval){0, cases[i].timeout_ms * 1000};
+        b.r = &r;
+        queue_pair(&b.q, eb, busy_start_client, busy_other_work, &b);
+        wait_reply(&r);
+        CHECK_INT(r.calls, ==, 1);
+        if (cases[i].answer) {
+            CHECK_INT(r.responses, ==, 1);
+            CHECK_INT(r.len, ==, strlen(cases[i].answer));
+            CHECK_MEM(r.buf, cases[i].answer, r.len);
+            CHECK(same_file(r.fd, p.tok[0]));
+            close(r.fd);
+        } else {
+            CHECK_ERR(r.err, AFDT_HANDLE_RESPONSE, cases[i].op, cases[i].eno, r.err_errno);
+        }
+        CHECK_INT(fd_count(), ==, before);
+        event_base_free(eb);
+        peer_stop(&p, pid);
+    }
 }

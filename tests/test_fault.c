@@ -7,7 +7,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <event2/event.h>
-#include <event2/event_struct.h>
 #include <fcntl.h>
 #include <netdb.h>
 #include <poll.h>
@@ -27,6 +26,7 @@
 
 #include "afdt.h"
 #include "harness.h"
+#include "helpers.h"
 
 /* ---------------------------------------------------------------------------
  * The wrapped calls.  This program is linked from the library's object files
@@ -1459,7 +1459,7 @@ struct look_run {
     const char *path;
     struct timeval timeout;
     struct event_base *eb;
-    struct event start, busy;
+    struct queued_pair q;
     int told; /* the answerer's word that the answer is out, or -1 */
     int done;
 };
@@ -1499,12 +1499,9 @@ static long async_exchange_counting_epoll_adds(int delay_ms, struct timeval time
     r.timeout = timeout;
     r.eb = event_base_new();
     r.told = delay_ms ? -1 : told[0];
-    event_assign(&r.start, r.eb, -1, 0, look_start, &r);
-    event_assign(&r.busy, r.eb, -1, 0, look_busy, &r);
     atomic_store(&epoll_adds, 0);
     atomic_store(&counting, true);
-    event_active(&r.start, EV_TIMEOUT, 0); /* run in this order */
-    event_active(&r.busy, EV_TIMEOUT, 0);
+    queue_pair(&r.q, r.eb, look_start, look_busy, &r);
     while (!r.done)
         CHECK_INT(event_base_loop(r.eb, EVLOOP_ONCE), >=, 0);
     atomic_store(&counting, false);
