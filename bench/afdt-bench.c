@@ -7,10 +7,10 @@
 
 #include "bench.h"
 
-static void usage(void) {
+_Noreturn static void usage(void) {
     fprintf(stderr,
             "usage: afdt-bench MODE [--conc N,N,...] [--reps N] [--dur SECONDS] "
-            "[--warmup SECONDS]\n"
+            "[--warmup SECONDS] [--place same|apart]\n"
             "modes:\n"
             "  floor   hand-written code, no library: (a) ping-pong of one descriptor on a\n"
             "          socketpair, (b) one connection per exchange, over the concurrency sweep\n"
@@ -19,7 +19,10 @@ static void usage(void) {
             "  sweep   floor (b), sync and async interleaved at each point (ratios are fair)\n"
             "  bulk    10,000 descriptors: exchanges, multi-descriptor frames, a named set\n"
             "  idle    the server's memory for 10,000 idle connections\n"
-            "  all     floor (a), sweep, bulk and idle\n");
+            "  all     floor (a), sweep, bulk and idle\n"
+            "--place pins the sweep's server to the first CPU it may use and its clients to\n"
+            "that one too (same) or to the second (apart) instead of leaving them to the\n"
+            "scheduler\n");
     exit(2);
 }
 
@@ -37,6 +40,14 @@ static void parse_conc(const char *s, struct bench_opts *o) {
     }
 }
 
+static int parse_place(const char *s) {
+    if (strcmp(s, "same") == 0)
+        return PLACE_SAME;
+    if (strcmp(s, "apart") == 0)
+        return PLACE_APART;
+    usage();
+}
+
 static void parse_args(int argc, char **argv, struct bench_opts *o) {
     static const unsigned conc[] = {1, 4, 16, 64, 256};
     memcpy(o->conc, conc, sizeof(conc));
@@ -44,6 +55,7 @@ static void parse_args(int argc, char **argv, struct bench_opts *o) {
     o->reps = 3;
     o->dur_s = 0.6;
     o->warmup_s = 0.1;
+    o->place = PLACE_ANY;
     for (int i = 2; i < argc; i++) {
         if (i + 1 >= argc)
             usage();
@@ -55,6 +67,8 @@ static void parse_args(int argc, char **argv, struct bench_opts *o) {
             o->dur_s = strtod(argv[++i], NULL);
         else if (strcmp(argv[i], "--warmup") == 0)
             o->warmup_s = strtod(argv[++i], NULL);
+        else if (strcmp(argv[i], "--place") == 0)
+            o->place = parse_place(argv[++i]);
         else
             usage();
     }
@@ -62,11 +76,14 @@ static void parse_args(int argc, char **argv, struct bench_opts *o) {
         usage();
 }
 
-static void print_point(const char *mode, unsigned conc, unsigned rep, const struct point *p) {
-    printf("point\t%s\t%u\t%u\t%llu\t%llu\t%.0f\t%.2f\t%.2f\t%.2f\t%ld\t%ld\t%.2f\t%.2f\n", mode,
-           conc, rep, (unsigned long long)p->exchanges, (unsigned long long)p->errors, p->per_s,
-           p->p50_us, p->p99_us, p->p999_us, p->hwm_kib, p->peak_fds, p->client_cpu_us,
-           p->server_cpu_us);
+/* A placed point's mode is prefixed with its placement: "same/sync". */
+static void print_point(const struct bench_opts *o, const char *mode, unsigned conc, unsigned rep,
+                        const struct point *p) {
+    static const char *const prefix[] = {"", "same/", "apart/"};
+    printf("point\t%s%s\t%u\t%u\t%llu\t%llu\t%.0f\t%.2f\t%.2f\t%.2f\t%ld\t%ld\t%.2f\t%.2f\n",
+           prefix[o->place], mode, conc, rep, (unsigned long long)p->exchanges,
+           (unsigned long long)p->errors, p->per_s, p->p50_us, p->p99_us, p->p999_us, p->hwm_kib,
+           p->peak_fds, p->client_cpu_us, p->server_cpu_us);
     fflush(stdout);
 }
 
@@ -80,15 +97,15 @@ static void sweep(const struct bench_opts *o, int modes) {
             struct point p;
             if (modes & FLOOR) {
                 run_floor_point(o, o->conc[i], &p);
-                print_point("floor", o->conc[i], rep, &p);
+                print_point(o, "floor", o->conc[i], rep, &p);
             }
             if (modes & SYNC) {
                 run_sync_point(o, o->conc[i], &p);
-                print_point("sync", o->conc[i], rep, &p);
+                print_point(o, "sync", o->conc[i], rep, &p);
             }
             if (modes & ASYNC) {
                 run_async_point(o, o->conc[i], &p);
-                print_point("async", o->conc[i], rep, &p);
+                print_point(o, "async", o->conc[i], rep, &p);
             }
         }
     }

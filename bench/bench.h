@@ -28,6 +28,13 @@ struct bench_opts {
     unsigned reps;
     double dur_s;    /* measured time of one sweep point */
     double warmup_s; /* time before it whose exchanges are not counted */
+    int place;       /* where the server and the clients run: one of enum place */
+};
+
+enum place {
+    PLACE_ANY,   /* wherever the scheduler puts them */
+    PLACE_SAME,  /* server and clients on the first CPU this process may use */
+    PLACE_APART, /* server on the first, clients on the second */
 };
 
 /* --- util.c: clocks, samples, processes ------------------------------------ */

@@ -2,6 +2,8 @@
 /* The floor: descriptor passing written by hand with no library, to measure the library against. */
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -278,7 +280,37 @@ void run_point(const struct bench_opts *o, unsigned conc, const char *kind, clie
     int64_t end = start + (int64_t)(o->dur_s * 1e9);
     struct fd_sampler s = {.start_ns = start, .end_ns = end};
     fd_sampler_start(&s, pid);
+    /* Pinned after the sampler started, so only the server and the clients
+     * (threads made by this one inherit its CPUs) are: to the first and the
+     * second CPU this process may use. */
+    cpu_set_t old;
+    bool pinned = o->place != PLACE_ANY;
+    if (pinned) {
+        size_t cpu[2] = {0, 0};
+        unsigned n = 0;
+        if (sched_getaffinity(0, sizeof(old), &old) < 0)
+            die("sched_getaffinity");
+        for (size_t c = 0; c < CPU_SETSIZE && n < 2; c++)
+            if (CPU_ISSET(c, &old))
+                cpu[n++] = c;
+        if (n < (o->place == PLACE_SAME ? 1u : 2u)) {
+            errno = EINVAL;
+            die("--place apart needs two CPUs");
+        }
+        size_t client_cpu = cpu[o->place == PLACE_SAME ? 0 : 1];
+        cpu_set_t on;
+        CPU_ZERO(&on);
+        CPU_SET(cpu[0], &on);
+        if (sched_setaffinity(pid, sizeof(on), &on) < 0)
+            die("sched_setaffinity (server)");
+        CPU_ZERO(&on);
+        CPU_SET(client_cpu, &on);
+        if (sched_setaffinity(0, sizeof(on), &on) < 0)
+            die("sched_setaffinity (clients)");
+    }
     clients(conc, path, start, end, p);
+    if (pinned && sched_setaffinity(0, sizeof(old), &old) < 0)
+        die("sched_setaffinity (restore)");
     p->peak_fds = fd_sampler_stop(&s);
     double load = fd_sampler_cpu_load(&s);
     p->server_cpu_us = load >= 0 && p->per_s > 0 ? load * 1e6 / p->per_s : -1;

@@ -52,7 +52,8 @@ function med(fig, m, c,    k, a, i) {
 # Median over repetitions of m's figure divided by floor (b)'s in the same
 # repetition: the two ran back to back, so drift on the machine cancels out.
 function ratio(fig, m, c,    k, kf, i, j, a, n, f) {
-    k = m SUBSEP c; kf = "floor" SUBSEP c
+    # A placed mode ("same/sync") is compared with the floor placed the same way.
+    k = m SUBSEP c; kf = substr(m, 1, index(m, "/")) "floor" SUBSEP c
     if (!(k in cnt) || !(kf in cnt)) return ""
     n = 0
     for (i = 1; i <= cnt[k]; i++)
@@ -108,7 +109,7 @@ END {
     print "time (no wake-up of an idle CPU, but no overlap either), on two CPUs it costs the"
     print "wake-up latencies. A point can land either way, so single repetitions spread widely"
     print "(see the raw output); ratios are taken per repetition and only their median is quoted."
-    print "To see the one-CPU case alone: `taskset -c 0 build/bench/afdt-bench sweep --conc 1`."
+    print "The one-client points are also run with each placement forced (see below)."
     print ""
     print "## What is measured"
     print ""
@@ -184,6 +185,32 @@ END {
     if (("async" SUBSEP 64) in cnt && med("tcpu", "async", 64) > 0)
         printf "The async client is one thread and the server another: when the scheduler keeps both on one CPU they take turns, and at 64 clients that caps async at 1 / %s us = %s exchanges/s (measured: %s/s).\n\n",
             fmt(med("tcpu", "async", 64), 1), fmt(1e6 / med("tcpu", "async", 64), 0), fmt(med("tps", "async", 64), 0)
+    if (("same/floor" SUBSEP 1) in cnt || ("apart/floor" SUBSEP 1) in cnt) {
+        print "### One client, placed by hand"
+        print ""
+        print "The one-client points again with the scheduler's choice taken away (`--place`): the"
+        print "server pinned to one CPU, the client to the same one or to another."
+        print "Ratios are to floor (b) placed the same way, in the same repetition; each figure is"
+        print "the median of " cnt[(("same/floor" SUBSEP 1) in cnt ? "same/floor" : "apart/floor") SUBSEP 1] " repetitions."
+        print ""
+        print "| placement | mode | transfers/s | p50 us | client CPU us | server CPU us |"
+        print "|---|---|---:|---:|---:|---:|"
+        np = split("same apart", places, " ")
+        for (i = 1; i <= np; i++) {
+            for (j = 1; j <= nm; j++) {
+                m = places[i] "/" modes[j]
+                if (!((m SUBSEP 1) in cnt)) continue
+                r = modes[j] != "floor"
+                printf "| %s | %s | %s%s | %s%s | %s%s | %s%s |\n",
+                    places[i] == "same" ? "one CPU" : "two CPUs", r ? modes[j] : "floor (b)",
+                    fmt(med("tps", m, 1), 0), r ? fmtr(ratio("tps", m, 1)) : "",
+                    fmt(med("p50", m, 1), 1), r ? fmtr(ratio("p50", m, 1)) : "",
+                    fmt(med("ccpu", m, 1), 1), r ? fmtr(ratio("ccpu", m, 1)) : "",
+                    fmt(med("scpu", m, 1), 1), r ? fmtr(ratio("scpu", m, 1)) : ""
+            }
+        }
+        print ""
+    }
     print "## 10,000 descriptors from one process to another"
     print ""
     print "| how | messages | total ms | descriptors received |"

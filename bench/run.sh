@@ -21,13 +21,28 @@ trap 'rm -rf "$tmp"' EXIT
 # Ahead of other work in the scheduler where allowed (root); elsewhere nice
 # warns and runs it as it is.
 niceness=$(nice -n -10 nice 2>/dev/null || nice)
-echo "running: $bin $args (niceness $niceness)"
-# shellcheck disable=SC2086 # args is a list of words on purpose
-{ nice -n -10 "$bin" $args 2>&1; echo $? >"$tmp/rc"; } | tee "$tmp/results.tsv"
-if [ "$(cat "$tmp/rc")" != 0 ]; then
-    echo "run.sh: afdt-bench failed" >&2
-    exit 1
-fi
+echo "running: $bin $args, then the one-client placements (niceness $niceness)"
+# Then the one-client points with each placement forced (two CPUs needed for "apart").
+placed=${BENCH_PLACED_ARGS:-sweep --conc 1 --reps 7 --dur 0.3 --warmup 0.1}
+places="same"
+[ "$(nproc)" -ge 2 ] && places="same apart"
+cmds="nice -n -10 $bin $args"
+: >"$tmp/results.tsv"
+for run in main $places; do
+    if [ "$run" = main ]; then
+        # shellcheck disable=SC2086 # args is a list of words on purpose
+        set -- $args
+    else
+        # shellcheck disable=SC2086
+        set -- $placed --place "$run"
+        cmds="$cmds; nice -n -10 $bin $*"
+    fi
+    { nice -n -10 "$bin" "$@" 2>&1; echo $? >"$tmp/rc"; } | tee -a "$tmp/results.tsv"
+    if [ "$(cat "$tmp/rc")" != 0 ]; then
+        echo "run.sh: afdt-bench failed" >&2
+        exit 1
+    fi
+done
 
 mkdir -p docs
 awk -v datfile="$tmp/perf.dat" \
@@ -40,7 +55,7 @@ awk -v datfile="$tmp/perf.dat" \
     -v date="$(date -u '+%Y-%m-%d %H:%M UTC')" \
     -v rev="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" \
     -v make_cmd="make bench" \
-    -v bench_cmd="nice -n -10 $bin $args" \
+    -v bench_cmd="$cmds" \
     -v png="perf.png" \
     -f bench/report.awk "$tmp/results.tsv" >"$tmp/PERFORMANCE.md"
 gnuplot -e "datfile='$tmp/perf.dat'; outfile='docs/perf.png'" bench/perf.gp
