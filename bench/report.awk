@@ -182,9 +182,6 @@ END {
         printf "At %d client%s, where exchanges run one after another, the library's server spends %s us of CPU per exchange against the hand-written server's %s us, and the sync client %s us against %s us.\n\n",
             c, (c > 1 ? "s" : ""), fmt(med("scpu", "sync", c), 1), fmt(med("scpu", "floor", c), 1),
             fmt(med("ccpu", "sync", c), 1), fmt(med("ccpu", "floor", c), 1)
-    if (("async" SUBSEP 64) in cnt && med("tcpu", "async", 64) > 0)
-        printf "The async client is one thread and the server another: when the scheduler keeps both on one CPU they take turns, and at 64 clients that caps async at 1 / %s us = %s exchanges/s (measured: %s/s).\n\n",
-            fmt(med("tcpu", "async", 64), 1), fmt(1e6 / med("tcpu", "async", 64), 0), fmt(med("tps", "async", 64), 0)
     if (("same/floor" SUBSEP 1) in cnt || ("apart/floor" SUBSEP 1) in cnt) {
         print "### One client, placed by hand"
         print ""
