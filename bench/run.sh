@@ -22,7 +22,8 @@ trap 'rm -rf "$tmp"' EXIT
 # warns and runs it as it is.
 niceness=$(nice -n -10 nice 2>/dev/null || nice)
 echo "running: $bin $args, then the one-client placements (niceness $niceness)"
-# Then the one-client points with each placement forced (two CPUs needed for "apart").
+# The main run, then the one-client points again with each placement forced
+# ("apart" needs two CPUs).
 placed=${BENCH_PLACED_ARGS:-sweep --conc 1 --reps 7 --dur 0.3 --warmup 0.1}
 places="same"
 [ "$(nproc)" -ge 2 ] && places="same apart"
