@@ -19,6 +19,7 @@
 
 #include "afdt.h"
 #include "harness.h"
+#include "helpers.h"
 
 /* ---------------------------------------------------------------------------
  * Descriptors to send, and ways to tell them apart on arrival.
@@ -363,15 +364,50 @@ static void cli_error(const struct afdt_error_t *e, void *ud) {
 }
 
 /* Ask @path once with the extended async client, in @eb, and wait for the answer. */
-static void ask_async_ex(struct event_base *eb, const char *path, const char *req) {
+struct ask {
+    struct event_base *eb;
+    const char *path, *req;
+    struct queued_pair q;
+};
+
+static void ask_start(evutil_socket_t fd, short what, void *arg) {
+    (void)fd;
+    (void)what;
+    struct ask *a = arg;
     struct timeval tv = {5, 0};
+    CHECK_INT(afdt_create_client_ex(a->path, a->eb, (const uint8_t *)a->req,
+                                    (uint32_t)strlen(a->req), cli_response_ex, cli_error, &tv,
+                                    a->eb),
+              ==, 0);
+}
+
+static void ask_nothing_more(evutil_socket_t fd, short what, void *arg) {
+    (void)fd;
+    (void)what;
+    (void)arg;
+}
+
+/* Ask with the extended async client, from outside the loop or (@busy) from a
+ * callback with another queued behind it, so that the client first looks for
+ * its answer on the loop's next turn. */
+static void ask_async_ex_from(struct event_base *eb, const char *path, const char *req, bool busy) {
+    struct ask a;
+    memset(&a, 0, sizeof(a));
+    a.eb = eb;
+    a.path = path;
+    a.req = req;
     memset(&C, 0, sizeof(C));
     C.fd = -100;
-    CHECK_INT(afdt_create_client_ex(path, eb, (const uint8_t *)req, (uint32_t)strlen(req),
-                                    cli_response_ex, cli_error, &tv, eb),
-              ==, 0);
+    if (busy)
+        queue_pair(&a.q, eb, ask_start, ask_nothing_more, &a);
+    else
+        ask_start(-1, 0, &a);
     CHECK(run_until(eb, &C.calls, 1, 6000));
     CHECK_INT(C.calls, ==, 1);
+}
+
+static void ask_async_ex(struct event_base *eb, const char *path, const char *req) {
+    ask_async_ex_from(eb, path, req, false);
 }
 
 /* The same with the 2009 async client. */
@@ -1743,7 +1779,7 @@ TEST(server_ex_named_set_of_10000_reaches_sync_client_ex_then_post_runs_once) {
     free_big_set(10000);
 }
 
-TEST(server_ex_named_set_reaches_async_client_ex) {
+static void named_set_reaches_async_client_ex(bool busy) {
     struct event_base *eb = event_base_new();
     const char *p = tmp_path("s");
     const uint32_t n = 600;
@@ -1758,7 +1794,7 @@ TEST(server_ex_named_set_reaches_async_client_ex) {
     S.nnamed = n;
     void *h = serve(eb, p, &o);
     int before = fd_count();
-    ask_async_ex(eb, p, "all");
+    ask_async_ex_from(eb, p, "all", busy);
     CHECK_INT(C.responses, ==, 1);
     CHECK_INT(C.len, ==, 3);
     CHECK_MEM(C.content, "set", 3);
@@ -1778,6 +1814,15 @@ TEST(server_ex_named_set_reaches_async_client_ex) {
     for (uint32_t i = 0; i < n; i++)
         close(set[i].fd);
     free(set);
+}
+
+TEST(server_ex_named_set_reaches_async_client_ex) {
+    named_set_reaches_async_client_ex(false);
+}
+
+/* The client's first look finds the set's header frame and goes on from there. */
+TEST(server_ex_named_set_reaches_async_client_ex_through_its_first_look) {
+    named_set_reaches_async_client_ex(true);
 }
 
 static struct afdt_response two[2];
