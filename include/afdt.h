@@ -252,7 +252,8 @@ AFDT_EXPORT int afdt_close_server(void *close_handle);
  * included; it reports AFDT_TIMEOUT (ETIMEDOUT) in phase AFDT_HANDLE_RESPONSE.
  * Every failure reported from the loop has phase AFDT_HANDLE_RESPONSE (a
  * connect still being retried, the send, the receive); the request is
- * copied, so @request need not outlive the call.
+ * copied, so @request need not outlive the call.  The connection is the
+ * library's: it closes it as soon as the handler returns.
  *
  * Returns >= 0 when the exchange is under way.  A failure here (bad arguments,
  * AFDT_PATHNAME, AFDT_SOCKET, AFDT_CONNECT, AFDT_SENDMSG, AFDT_FORMAT for a
