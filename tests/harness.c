@@ -105,6 +105,22 @@ bool is_cloexec(int fd) {
     return fl >= 0 && (fl & FD_CLOEXEC);
 }
 
+int count_inheritable(void) {
+    DIR *d = opendir("/proc/self/fd");
+    CHECK(d != NULL);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        int fd = atoi(e->d_name);
+        if (fd != dirfd(d) && !is_cloexec(fd))
+            n++;
+    }
+    closedir(d);
+    return n;
+}
+
 pid_t spawn(int (*fn)(void *), void *arg) {
     fflush(NULL);
     pid_t pid = fork();
@@ -246,4 +262,26 @@ int main(int argc, char **argv) {
     }
     printf("%d passed, %d failed, %d skipped\n", passed, failed, skipped);
     return failed ? 1 : 0;
+}
+
+ssize_t raw_sendmsg(int s, const void *buf, size_t n, const int *fds, unsigned nfds) {
+    enum { MAX_FDS = 253 }; /* the kernel's SCM_MAX_FD */
+    CHECK(nfds <= MAX_FDS);
+    union {
+        struct cmsghdr align;
+        char buf[CMSG_SPACE(sizeof(int) * MAX_FDS)];
+    } cm;
+    struct iovec iov = {(void *)(uintptr_t)buf, n};
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
+    if (nfds > 0) {
+        memset(&cm, 0, sizeof(cm));
+        msg.msg_control = cm.buf;
+        msg.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
+        struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+        memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
+    }
+    return sendmsg(s, &msg, MSG_NOSIGNAL);
 }

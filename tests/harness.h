@@ -74,6 +74,8 @@ const char *tmp_path(const char *tag);
 bool same_file(int a, int b);
 /* Whether a descriptor has FD_CLOEXEC set. */
 bool is_cloexec(int fd);
+/* Descriptors without FD_CLOEXEC, which a child would inherit across exec. */
+int count_inheritable(void);
 /* fork(); the child runs fn(arg) and exits with its return value. */
 pid_t spawn(int (*fn)(void *), void *arg);
 /* Wait for a child; returns its exit code, or 128+signal. */
@@ -91,5 +93,9 @@ int make_file(const char *contents);
 void check_file_contents(int fd, const char *want);
 /* read() exactly @n bytes (the peer may still be writing). */
 void read_exactly(int fd, void *buf, size_t n);
+/* One sendmsg of @n bytes carrying @nfds (at most 253) descriptors as
+ * SCM_RIGHTS, written by hand the way a program without this library would;
+ * returns what sendmsg returned, with its errno. */
+ssize_t raw_sendmsg(int s, const void *buf, size_t n, const int *fds, unsigned nfds);
 
 #endif

@@ -1,6 +1,5 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 /* The libevent client (afdt_create_client) against real servers and misbehaving peers. */
-#include <dirent.h>
 #include <errno.h>
 #include <event2/event.h>
 #include <fcntl.h>
@@ -48,23 +47,6 @@ static void token(int p[2]) {
 static void close_token(int p[2]) {
     close(p[0]);
     close(p[1]);
-}
-
-/* Descriptors without FD_CLOEXEC, which a child would inherit across exec. */
-static int count_inheritable(void) {
-    DIR *d = opendir("/proc/self/fd");
-    CHECK(d != NULL);
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-        if (e->d_name[0] == '.')
-            continue;
-        int fd = atoi(e->d_name);
-        if (fd != dirfd(d) && !is_cloexec(fd))
-            n++;
-    }
-    closedir(d);
-    return n;
 }
 
 /* ---------------------------------------------------------------------------
@@ -167,23 +149,7 @@ static bool raw_read_request(int c) {
 
 /* Send @n raw bytes with @nfds descriptors in one sendmsg. */
 static bool raw_send(int s, const void *bytes, size_t n, const int *fds, int nfds) {
-    union {
-        struct cmsghdr align;
-        char buf[CMSG_SPACE(sizeof(int) * 4)];
-    } cm;
-    struct iovec iov = {(void *)bytes, n};
-    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
-    if (nfds > 0) {
-        memset(&cm, 0, sizeof(cm));
-        msg.msg_control = cm.buf;
-        msg.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
-        struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-        c->cmsg_level = SOL_SOCKET;
-        c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
-        memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)nfds);
-    }
-    return sendmsg(s, &msg, MSG_NOSIGNAL) == (ssize_t)n;
+    return raw_sendmsg(s, bytes, n, fds, (unsigned)nfds) == (ssize_t)n;
 }
 
 /* Send a well-formed frame. */

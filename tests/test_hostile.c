@@ -330,25 +330,7 @@ static size_t make_frame(uint8_t *out, uint32_t hdr, const void *payload, size_t
 
 /* One sendmsg of @n bytes carrying @nfds descriptors as SCM_RIGHTS. */
 static void send_with_fds(int sock, const void *buf, size_t n, const int *fds, unsigned nfds) {
-    union {
-        struct cmsghdr align;
-        char buf[CMSG_SPACE(sizeof(int) * AFDT_MAX_FDS)];
-    } cm;
-    memset(&cm, 0, sizeof(cm));
-    struct iovec iov = {(void *)(uintptr_t)buf, n};
-    struct msghdr msg = {0};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    if (nfds > 0) {
-        msg.msg_control = cm.buf;
-        msg.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
-        struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-        c->cmsg_level = SOL_SOCKET;
-        c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
-        memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
-    }
-    ssize_t w = sendmsg(sock, &msg, MSG_NOSIGNAL);
+    ssize_t w = raw_sendmsg(sock, buf, n, fds, nfds);
     int e = errno;
     if (w != (ssize_t)n)
         harness_fail(__FILE__, __LINE__, "sendmsg of %u descriptors: %zd (%s)", nfds, w,

@@ -1,6 +1,5 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 /* The libevent server (afdt_create_server, afdt_close_server) against real clients. */
-#include <dirent.h>
 #include <errno.h>
 #include <event2/event.h>
 #include <fcntl.h>
@@ -144,23 +143,6 @@ static void close_token(int p[2]) {
 
 static bool fd_is_open(int fd) {
     return fcntl(fd, F_GETFD) >= 0;
-}
-
-/* Descriptors without FD_CLOEXEC, which a child would inherit across exec. */
-static int count_inheritable(void) {
-    DIR *d = opendir("/proc/self/fd");
-    CHECK(d != NULL);
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-        if (e->d_name[0] == '.')
-            continue;
-        int fd = atoi(e->d_name);
-        if (fd != dirfd(d) && !is_cloexec(fd))
-            n++;
-    }
-    closedir(d);
-    return n;
 }
 
 /* Run the loop without blocking until it has nothing left to do right now. */

@@ -31,25 +31,7 @@ static void read_request(int c) {
 }
 
 static void raw_send(int s, const void *buf, size_t len, int fd) {
-    struct iovec iov = {(void *)buf, len};
-    union {
-        struct cmsghdr align;
-        char buf[CMSG_SPACE(sizeof(int))];
-    } cm;
-    struct msghdr msg = {0};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    if (fd >= 0) {
-        memset(cm.buf, 0, sizeof(cm.buf));
-        msg.msg_control = cm.buf;
-        msg.msg_controllen = sizeof(cm.buf);
-        struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-        c->cmsg_level = SOL_SOCKET;
-        c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(sizeof(int));
-        memcpy(CMSG_DATA(c), &fd, sizeof(int));
-    }
-    CHECK_INT(sendmsg(s, &msg, MSG_NOSIGNAL), ==, len);
+    CHECK_INT(raw_sendmsg(s, buf, len, &fd, fd >= 0), ==, len);
 }
 
 static int accept_one(int lfd) {

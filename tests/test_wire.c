@@ -40,26 +40,7 @@ static bool is_nonblock(int fd) {
 /* One raw sendmsg of @len bytes with @nfds descriptors, the way a program not
  * using this library (the 2009 one included) writes to the socket. */
 static void raw_send(int s, const void *buf, size_t len, const int *fds, int nfds) {
-    struct iovec iov = {(void *)buf, len};
-    union {
-        struct cmsghdr align;
-        char buf[CMSG_SPACE(sizeof(int) * 8)];
-    } cm;
-    struct msghdr msg = {0};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    if (nfds > 0) {
-        CHECK(nfds <= 8);
-        memset(cm.buf, 0, sizeof(cm.buf));
-        msg.msg_control = cm.buf;
-        msg.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
-        struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-        c->cmsg_level = SOL_SOCKET;
-        c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
-        memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)nfds);
-    }
-    CHECK_INT(sendmsg(s, &msg, MSG_NOSIGNAL), ==, len);
+    CHECK_INT(raw_sendmsg(s, buf, len, fds, (unsigned)nfds), ==, len);
 }
 
 /* Build a frame's bytes: header then payload; returns the total size. */
