@@ -983,87 +983,6 @@ TEST(client_null_timeout_waits_for_slow_server) {
     peer_stop(&p, pid);
 }
 
-TEST(client_reports_recvmsg_when_server_closes_without_answering) {
-    struct peer p;
-    const char *path;
-    pid_t pid = peer_start(&p, PEER_CLOSE, 0, &path);
-    struct event_base *eb = event_base_new();
-    int before = fd_count();
-    struct reply r;
-    reply_init(&r, eb);
-    CHECK_INT(afdt_create_client(path, eb, (const uint8_t *)"q", 1, reply_on_response,
-                                 reply_on_error, &five_s, &r),
-              >=, 0);
-    wait_reply(&r);
-    CHECK_INT(r.calls, ==, 1);
-    CHECK_ERR(r.err, AFDT_HANDLE_RESPONSE, AFDT_RECVMSG, 0, r.err_errno);
-    CHECK_INT(fd_count(), ==, before);
-    event_base_free(eb);
-    peer_stop(&p, pid);
-}
-
-TEST(client_reports_format_when_server_closes_inside_frame) {
-    struct peer p;
-    const char *path;
-    pid_t pid = peer_start(&p, PEER_TRUNCATED, 0, &path);
-    struct event_base *eb = event_base_new();
-    int before = fd_count();
-    struct reply r;
-    reply_init(&r, eb);
-    CHECK_INT(afdt_create_client(path, eb, (const uint8_t *)"q", 1, reply_on_response,
-                                 reply_on_error, &five_s, &r),
-              >=, 0);
-    wait_reply(&r);
-    CHECK_INT(r.calls, ==, 1);
-    CHECK_ERR(r.err, AFDT_HANDLE_RESPONSE, AFDT_FORMAT, 0, r.err_errno);
-    CHECK_INT(fd_count(), ==, before);
-    event_base_free(eb);
-    peer_stop(&p, pid);
-}
-
-TEST(client_reports_format_for_oversized_frame_and_closes_its_descriptor) {
-    struct peer p;
-    const char *path;
-    pid_t pid = peer_start(&p, PEER_OVERSIZED, 0, &path);
-    struct event_base *eb = event_base_new();
-    int before = fd_count();
-    struct reply r;
-    reply_init(&r, eb);
-    CHECK_INT(afdt_create_client(path, eb, (const uint8_t *)"q", 1, reply_on_response,
-                                 reply_on_error, &five_s, &r),
-              >=, 0);
-    wait_reply(&r);
-    CHECK_INT(r.calls, ==, 1);
-    CHECK_ERR(r.err, AFDT_HANDLE_RESPONSE, AFDT_FORMAT, 0, r.err_errno);
-    /* The descriptor that came with the bad frame was closed. */
-    CHECK_INT(fd_count(), ==, before);
-    event_base_free(eb);
-    peer_stop(&p, pid);
-}
-
-TEST(client_keeps_first_descriptor_and_closes_extra_ones) {
-    struct peer p;
-    const char *path;
-    pid_t pid = peer_start(&p, PEER_TWO_FDS, 0, &path);
-    struct event_base *eb = event_base_new();
-    int before = fd_count();
-    struct reply r;
-    reply_init(&r, eb);
-    CHECK_INT(afdt_create_client(path, eb, (const uint8_t *)"q", 1, reply_on_response,
-                                 reply_on_error, &five_s, &r),
-              >=, 0);
-    wait_reply(&r);
-    CHECK_INT(r.responses, ==, 1);
-    CHECK_INT(r.len, ==, 3);
-    CHECK_MEM(r.buf, "two", 3);
-    CHECK(same_file(r.fd, p.tok[0]));
-    /* Only the first arrived in this process's table. */
-    CHECK_INT(fd_count(), ==, before + 1);
-    close(r.fd);
-    event_base_free(eb);
-    peer_stop(&p, pid);
-}
-
 /* ---------------------------------------------------------------------------
  * Many clients.
  * ------------------------------------------------------------------------- */
@@ -1285,22 +1204,23 @@ TEST(client_error_paths_leave_descriptor_count_unchanged) {
 }
 
 /* ---------------------------------------------------------------------------
- * The first look.  A client started while the loop has other callbacks to
- * run looks for its answer on the loop's next turn before registering with
- * epoll; every outcome must come out the same through that path.
+ * Every outcome of a peer, and the first look.  A client started while the
+ * loop has other callbacks to run looks for its answer on the loop's next
+ * turn before registering with epoll; every outcome must come out the same
+ * through that path as through epoll.
  * ------------------------------------------------------------------------- */
 
-struct busy_start {
+struct starter {
     const char *path;
     struct timeval timeout;
     struct reply *r;
     struct queued_pair q;
 };
 
-static void busy_start_client(evutil_socket_t fd, short what, void *arg) {
+static void start_client(evutil_socket_t fd, short what, void *arg) {
     (void)fd;
     (void)what;
-    struct busy_start *b = arg;
+    struct starter *b = arg;
     CHECK_INT(afdt_create_client(b->path, b->r->eb, (const uint8_t *)"q", 1, reply_on_response,
                                  reply_on_error, &b->timeout, b->r),
               ==, 0);
@@ -1315,7 +1235,9 @@ static void busy_other_work(evutil_socket_t fd, short what, void *arg) {
     sleep_ms(50);
 }
 
-TEST(client_first_look_gives_every_outcome_as_the_loop_does) {
+/* Every outcome a peer can give, from a client started outside the loop or
+ * (@busy) through its first look; none leaves a descriptor behind. */
+static void check_every_outcome(bool busy) {
     static const struct {
         enum peer_mode mode;
         int delay_ms;
@@ -1324,17 +1246,17 @@ TEST(client_first_look_gives_every_outcome_as_the_loop_does) {
         int eno;
         const char *answer; /* for a response */
     } cases[] = {
-        {PEER_SLOW, 0, 5000, 0, 0, "slow"}, /* answered at once */
-        {PEER_TWO_FDS, 0, 5000, 0, 0, "two"},
-        {PEER_DRIBBLE, 150, 5000, 0, 0, "dribble"}, /* the look finds one byte */
+        {PEER_SLOW, 0, 5000, 0, 0, "slow"},         /* answered at once */
+        {PEER_TWO_FDS, 0, 5000, 0, 0, "two"},       /* the second descriptor is closed */
+        {PEER_DRIBBLE, 150, 5000, 0, 0, "dribble"}, /* a look finds one byte */
         {PEER_SILENT, 0, 300, AFDT_TIMEOUT, ETIMEDOUT, NULL},
-        {PEER_CLOSE, 0, 5000, AFDT_RECVMSG, 0, NULL},
-        {PEER_TRUNCATED, 0, 5000, AFDT_FORMAT, 0, NULL},
-        {PEER_OVERSIZED, 0, 5000, AFDT_FORMAT, 0, NULL},
+        {PEER_CLOSE, 0, 5000, AFDT_RECVMSG, 0, NULL},    /* hangs up without answering */
+        {PEER_TRUNCATED, 0, 5000, AFDT_FORMAT, 0, NULL}, /* hangs up inside the frame */
+        {PEER_OVERSIZED, 0, 5000, AFDT_FORMAT, 0, NULL}, /* its descriptor is closed */
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         struct peer p;
-        struct busy_start b;
+        struct starter b;
         memset(&b, 0, sizeof(b));
         pid_t pid = peer_start(&p, cases[i].mode, cases[i].delay_ms, &b.path);
         struct event_base *eb = event_base_new();
@@ -1343,7 +1265,10 @@ TEST(client_first_look_gives_every_outcome_as_the_loop_does) {
         reply_init(&r, eb);
         b.timeout = (struct timeval){0, cases[i].timeout_ms * 1000};
         b.r = &r;
-        queue_pair(&b.q, eb, busy_start_client, busy_other_work, &b);
+        if (busy)
+            queue_pair(&b.q, eb, start_client, busy_other_work, &b);
+        else
+            start_client(-1, 0, &b);
         wait_reply(&r);
         CHECK_INT(r.calls, ==, 1);
         if (cases[i].answer) {
@@ -1351,6 +1276,7 @@ TEST(client_first_look_gives_every_outcome_as_the_loop_does) {
             CHECK_INT(r.len, ==, strlen(cases[i].answer));
             CHECK_MEM(r.buf, cases[i].answer, r.len);
             CHECK(same_file(r.fd, p.tok[0]));
+            CHECK_INT(fd_count(), ==, before + 1); /* that one alone arrived */
             close(r.fd);
         } else {
             CHECK_ERR(r.err, AFDT_HANDLE_RESPONSE, cases[i].op, cases[i].eno, r.err_errno);
@@ -1359,4 +1285,12 @@ TEST(client_first_look_gives_every_outcome_as_the_loop_does) {
         event_base_free(eb);
         peer_stop(&p, pid);
     }
+}
+
+TEST(client_gives_every_outcome_of_a_peer) {
+    check_every_outcome(false);
+}
+
+TEST(client_first_look_gives_every_outcome_as_the_loop_does) {
+    check_every_outcome(true);
 }
