@@ -76,6 +76,11 @@ for p in $progs; do
         status=1
         bad=$((bad + $(echo $failed | wc -w)))
         echo "$p: $n tests, FAILED:$failed"
+        # CI keeps only what is printed: show why each one failed.
+        for t in $failed; do
+            echo "--- last lines of $logs/$t.log (exit $(cat "$logs/$t.rc"))"
+            tail -n 30 "$logs/$t.log"
+        done
     else
         echo "$p: $n tests, all clean"
     fi

@@ -37,6 +37,7 @@ static void on_response(const uint8_t *r, uint32_t len, int fd, void *ud) {
 }
 
 TEST(smoke_async_exchange_in_one_loop) {
+    int before = fd_count();
     devnull_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     struct event_base *eb = event_base_new();
     const char *p = tmp_path("s");
@@ -56,34 +57,51 @@ TEST(smoke_async_exchange_in_one_loop) {
     event_base_dispatch(eb);
     event_base_free(eb);
     close(devnull_fd);
+    CHECK_INT(fd_count(), ==, before);
 }
 
+struct forked_server {
+    const char *path;
+    int ready; /* written once the server listens */
+};
+
 static int server_proc(void *arg) {
+    struct forked_server *fs = arg;
     struct event_base *eb = event_base_new();
     void *h = NULL;
-    if (afdt_create_server(arg, eb, on_request, afdt_no_post, on_error, &h, NULL) < 0)
+    if (afdt_create_server(fs->path, eb, on_request, afdt_no_post, on_error, &h, NULL) < 0)
         return 3;
+    if (write(fs->ready, "r", 1) != 1)
+        return 4;
     event_base_dispatch(eb);
     return 0;
 }
 
 TEST(smoke_sync_client_against_forked_server) {
+    int before = fd_count();
     devnull_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    const char *p = tmp_path("s");
-    pid_t pid = spawn(server_proc, (void *)p);
-    for (int i = 0; i < 200 && access(p, F_OK) != 0; i++)
-        sleep_ms(5);
+    int ready[2];
+    CHECK_INT(pipe2(ready, O_CLOEXEC), ==, 0);
+    struct forked_server fs = {tmp_path("s"), ready[1]};
+    pid_t pid = spawn(server_proc, &fs);
+    /* Wait for the server itself, not for a time: under valgrind it may take seconds. */
+    char c;
+    CHECK_INT(read(ready[0], &c, 1), ==, 1);
     uint8_t resp[3];
     uint32_t rlen = sizeof(resp);
     int fd = -5;
     struct afdt_error_t err = AFDT_ERROR_T_INIT;
-    struct timeval tv = {2, 0};
-    CHECK_INT(afdt_sync_client(p, (const uint8_t *)"ab", 2, resp, &rlen, &fd, &tv, &err), ==, 0);
+    struct timeval tv = {10, 0};
+    CHECK_INT(afdt_sync_client(fs.path, (const uint8_t *)"ab", 2, resp, &rlen, &fd, &tv, &err), ==,
+              0);
     CHECK_INT(rlen, ==, 2);
     CHECK_MEM(resp, "ab", 2);
     CHECK(same_file(fd, devnull_fd));
     close(fd);
     kill(pid, SIGKILL);
     wait_exit(pid);
+    close(ready[0]);
+    close(ready[1]);
     close(devnull_fd);
+    CHECK_INT(fd_count(), ==, before);
 }
