@@ -283,12 +283,28 @@ static void count_signal(int sig) {
     signals_seen++;
 }
 
+/* Count SIGUSR1 from now on; @flags 0 or SA_RESTART. */
+static void catch_sigusr1(int flags) {
+    struct sigaction act;
+    memset(&act, 0, sizeof(act));
+    act.sa_handler = count_signal;
+    sigemptyset(&act.sa_mask);
+    act.sa_flags = flags;
+    CHECK_INT(sigaction(SIGUSR1, &act, NULL), ==, 0);
+}
+
+struct pester_args {
+    pid_t target;
+    int ms; /* how long to keep signalling */
+};
+
+/* In a child: SIGUSR1 to the target every 5 ms, for a while. */
 static int pester(void *arg) {
-    pid_t target = *(pid_t *)arg;
-    for (int i = 0; i < 100; i++) {
-        if (kill(target, SIGUSR1) < 0)
+    struct pester_args *a = arg;
+    for (int waited = 0; waited < a->ms; waited += 5) {
+        if (kill(a->target, SIGUSR1) < 0)
             break;
-        sleep_ms(3);
+        sleep_ms(5);
     }
     return 0;
 }
@@ -296,14 +312,9 @@ static int pester(void *arg) {
 TEST(sync_client_waits_through_signals_without_failing_on_eintr) {
     const char *p = tmp_path("eintr");
     pid_t pid = start_server(p);
-    struct sigaction sa;
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = count_signal;
-    sigemptyset(&sa.sa_mask);
-    sa.sa_flags = 0; /* no SA_RESTART: blocked calls see EINTR */
-    CHECK_INT(sigaction(SIGUSR1, &sa, NULL), ==, 0);
-    pid_t self = getpid();
-    pid_t pester_pid = spawn(pester, &self);
+    catch_sigusr1(0); /* no SA_RESTART: blocked calls see EINTR */
+    struct pester_args pa = {getpid(), 300};
+    pid_t pester_pid = spawn(pester, &pa);
     uint8_t resp[8];
     uint32_t len = sizeof(resp);
     int fd = exchange(p, "slow", resp, &len); /* the server takes 250 ms */
@@ -757,19 +768,24 @@ TEST(sync_client_leaves_the_callers_phase_and_sets_the_operation) {
     CHECK_INT(fd_count(), ==, before);
 }
 
-TEST(sync_client_times_out_when_the_server_backlog_is_full) {
-    const char *p = tmp_path("backlog");
-    int l = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    CHECK(l >= 0);
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    strcpy(sa.sun_path, p);
-    CHECK_INT(bind(l, (struct sockaddr *)&sa, sizeof(sa)), ==, 0);
-    CHECK_INT(listen(l, 1), ==, 0);
-    /* Fill the backlog: nobody accepts, so connects soon fail with EAGAIN. */
+/* A listening socket at @path that nobody accepts on, its backlog full.
+ * With @requests each filler connection has sent a well-formed request, so a
+ * server that starts accepting later can serve them and make room. */
+struct backlog {
+    int l;
+    int n;
     int fill[64];
-    int nfill = 0;
-    for (;;) {
-        CHECK(nfill < 64);
+};
+
+static void backlog_fill(struct backlog *b, const char *path, bool requests) {
+    b->l = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    CHECK(b->l >= 0);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    strcpy(sa.sun_path, path);
+    CHECK_INT(bind(b->l, (struct sockaddr *)&sa, sizeof(sa)), ==, 0);
+    CHECK_INT(listen(b->l, 1), ==, 0);
+    for (b->n = 0;; b->n++) {
+        CHECK(b->n < 64);
         int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
         CHECK(s >= 0);
         if (connect(s, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
@@ -778,9 +794,23 @@ TEST(sync_client_times_out_when_the_server_backlog_is_full) {
             CHECK_INT(e, ==, EAGAIN);
             break;
         }
-        fill[nfill++] = s;
+        uint8_t req[4] = {0};
+        if (requests)
+            CHECK_INT(write(s, req, 4), ==, 4);
+        b->fill[b->n] = s;
     }
-    CHECK_INT(nfill, >=, 1);
+    CHECK_INT(b->n, >=, 1);
+}
+
+static void backlog_release(struct backlog *b) {
+    for (int i = 0; i < b->n; i++)
+        close(b->fill[i]);
+    close(b->l);
+}
+
+/* A sync call to @path given 300 ms must fail with AFDT_TIMEOUT after that
+ * long (well within 3 s), having received nothing and leaked nothing. */
+static void expect_timeout_after_300_ms(const char *path) {
     int before = fd_count();
     uint8_t resp[8];
     uint32_t len = sizeof(resp);
@@ -788,114 +818,51 @@ TEST(sync_client_times_out_when_the_server_backlog_is_full) {
     struct afdt_error_t err = AFDT_ERROR_T_INIT;
     struct timeval tv = {0, 300000};
     int64_t t0 = now_ms();
-    CHECK_INT(afdt_sync_client(p, (const uint8_t *)"hi", 2, resp, &len, &fd, &tv, &err), <, 0);
+    CHECK_INT(afdt_sync_client(path, (const uint8_t *)"hi", 2, resp, &len, &fd, &tv, &err), <, 0);
     int e = errno;
     int64_t took = now_ms() - t0;
-    /* With a timeout given, a full backlog is waited out, not AFDT_CONNECT
-     * with EAGAIN. */
     CHECK_ERR(err, AFDT_NO_PHASE, AFDT_TIMEOUT, ETIMEDOUT, e);
     CHECK_INT(took, >=, 300);
     CHECK_INT(took, <, 3000);
     CHECK_INT(fd, ==, -1);
     CHECK_INT(fd_count(), ==, before);
-    for (int i = 0; i < nfill; i++)
-        close(fill[i]);
-    close(l);
 }
 
-struct pester_args {
-    pid_t target;
-    int ms; /* how long to keep signalling */
-};
+TEST(sync_client_times_out_when_the_server_backlog_is_full) {
+    /* With a timeout given, a full backlog is waited out, not AFDT_CONNECT
+     * with EAGAIN. */
+    const char *p = tmp_path("backlog");
+    struct backlog b;
+    backlog_fill(&b, p, false);
+    expect_timeout_after_300_ms(p);
+    backlog_release(&b);
+}
 
-static int pester_for(void *arg) {
-    struct pester_args *a = arg;
-    for (int waited = 0; waited < a->ms; waited += 5) {
-        if (kill(a->target, SIGUSR1) < 0)
-            break;
-        sleep_ms(5);
-    }
-    return 0;
+/* Signals (SIGUSR1 every 5 ms for 5 s, even with SA_RESTART handlers) must
+ * not restart a wait with a fresh timeout: the deadline is for the whole call. */
+static void expect_timeout_through_signals(const char *path) {
+    catch_sigusr1(SA_RESTART);
+    signals_seen = 0;
+    struct pester_args pa = {getpid(), 5000};
+    pid_t pester_pid = spawn(pester, &pa);
+    expect_timeout_after_300_ms(path);
+    stop(pester_pid);
+    CHECK_INT(signals_seen, >, 0);
 }
 
 TEST(sync_client_timeout_on_a_full_backlog_holds_through_signals) {
-    /* Signals must not restart the wait for room in the backlog with a
-     * fresh timeout: the deadline is for the whole call. */
     const char *p = tmp_path("backlog-sig");
-    int l = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    CHECK(l >= 0);
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    strcpy(sa.sun_path, p);
-    CHECK_INT(bind(l, (struct sockaddr *)&sa, sizeof(sa)), ==, 0);
-    CHECK_INT(listen(l, 1), ==, 0);
-    int fill[64];
-    int nfill = 0;
-    for (;;) {
-        CHECK(nfill < 64);
-        int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-        CHECK(s >= 0);
-        if (connect(s, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-            close(s);
-            break;
-        }
-        fill[nfill++] = s;
-    }
-    struct sigaction act;
-    memset(&act, 0, sizeof(act));
-    act.sa_handler = count_signal;
-    sigemptyset(&act.sa_mask);
-    act.sa_flags = SA_RESTART; /* even restartable handlers interrupt timed waits */
-    CHECK_INT(sigaction(SIGUSR1, &act, NULL), ==, 0);
-    struct pester_args pa = {getpid(), 5000};
-    pid_t pester_pid = spawn(pester_for, &pa);
-    uint8_t resp[8];
-    uint32_t len = sizeof(resp);
-    int fd = 12345;
-    struct afdt_error_t err = AFDT_ERROR_T_INIT;
-    struct timeval tv = {0, 300000};
-    int64_t t0 = now_ms();
-    int r = afdt_sync_client(p, (const uint8_t *)"hi", 2, resp, &len, &fd, &tv, &err);
-    int e = errno;
-    int64_t took = now_ms() - t0;
-    stop(pester_pid);
-    CHECK_INT(r, <, 0);
-    CHECK_ERR(err, AFDT_NO_PHASE, AFDT_TIMEOUT, ETIMEDOUT, e);
-    CHECK_INT(signals_seen, >, 0);
-    CHECK_INT(took, >=, 300);
-    CHECK_INT(took, <, 3000); /* the signals went on for 5 s */
-    CHECK_INT(fd, ==, -1);
-    for (int i = 0; i < nfill; i++)
-        close(fill[i]);
-    close(l);
+    struct backlog b;
+    backlog_fill(&b, p, false);
+    expect_timeout_through_signals(p);
+    backlog_release(&b);
 }
 
 TEST(sync_client_timeout_on_a_silent_server_holds_through_signals) {
     const char *p = tmp_path("silent-sig");
     int l = afdt_listen(p, NULL);
     CHECK(l >= 0);
-    struct sigaction act;
-    memset(&act, 0, sizeof(act));
-    act.sa_handler = count_signal;
-    sigemptyset(&act.sa_mask);
-    act.sa_flags = SA_RESTART;
-    CHECK_INT(sigaction(SIGUSR1, &act, NULL), ==, 0);
-    struct pester_args pa = {getpid(), 5000};
-    pid_t pester_pid = spawn(pester_for, &pa);
-    uint8_t resp[8];
-    uint32_t len = sizeof(resp);
-    int fd = 12345;
-    struct afdt_error_t err = AFDT_ERROR_T_INIT;
-    struct timeval tv = {0, 300000};
-    int64_t t0 = now_ms();
-    int r = afdt_sync_client(p, (const uint8_t *)"hi", 2, resp, &len, &fd, &tv, &err);
-    int e = errno;
-    int64_t took = now_ms() - t0;
-    stop(pester_pid);
-    CHECK_INT(r, <, 0);
-    CHECK_ERR(err, AFDT_NO_PHASE, AFDT_TIMEOUT, ETIMEDOUT, e);
-    CHECK_INT(signals_seen, >, 0);
-    CHECK_INT(took, >=, 300);
-    CHECK_INT(took, <, 3000);
+    expect_timeout_through_signals(p);
     close(l);
 }
 
@@ -956,29 +923,9 @@ static int accept_late_and_answer(void *arg) {
 
 TEST(sync_client_waits_for_room_in_a_full_backlog_within_its_timeout) {
     const char *p = tmp_path("backlog2");
-    int l = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    CHECK(l >= 0);
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    strcpy(sa.sun_path, p);
-    CHECK_INT(bind(l, (struct sockaddr *)&sa, sizeof(sa)), ==, 0);
-    CHECK_INT(listen(l, 1), ==, 0);
-    int fill[64];
-    int nfill = 0;
-    for (;;) {
-        CHECK(nfill < 64);
-        int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-        CHECK(s >= 0);
-        if (connect(s, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-            close(s);
-            break;
-        }
-        /* A well-formed request, so the late server can serve the filler
-         * connections and make room. */
-        uint8_t req[4] = {0};
-        CHECK_INT(write(s, req, 4), ==, 4);
-        fill[nfill++] = s;
-    }
-    pid_t pid = spawn(accept_late_and_answer, &l);
+    struct backlog b;
+    backlog_fill(&b, p, true);
+    pid_t pid = spawn(accept_late_and_answer, &b.l);
     uint8_t resp[8];
     uint32_t len = sizeof(resp);
     int fd = 12345;
@@ -989,9 +936,7 @@ TEST(sync_client_waits_for_room_in_a_full_backlog_within_its_timeout) {
     CHECK_MEM(resp, "late", 4);
     CHECK_INT(fd, ==, -1);
     stop(pid);
-    for (int i = 0; i < nfill; i++)
-        close(fill[i]);
-    close(l);
+    backlog_release(&b);
 }
 
 /* In its own process, since it lowers RLIMIT_NOFILE: leave room for the
