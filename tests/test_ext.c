@@ -811,15 +811,21 @@ static int ask_for_hundred_ex(void *arg) {
     return 0;
 }
 
-TEST(server_ex_sends_100_descriptors_in_one_frame_to_sync_client_ex) {
-    struct event_base *eb = event_base_new();
-    const char *p = tmp_path("s");
+/* A server answering "hundred" with the 100 descriptors of @hundred, which it
+ * opens (close_fds(hundred, 100) after stop). */
+static void *serve_hundred(struct event_base *eb, const char *path) {
     open_distinct(hundred, 100);
     struct afdt_server_options o = server_opts();
     S.answer = "hundred";
     S.fds = hundred;
     S.nfds = 100;
-    void *h = serve(eb, p, &o);
+    return serve(eb, path, &o);
+}
+
+TEST(server_ex_sends_100_descriptors_in_one_frame_to_sync_client_ex) {
+    struct event_base *eb = event_base_new();
+    const char *p = tmp_path("s");
+    void *h = serve_hundred(eb, p);
     pid_t pid = spawn(ask_for_hundred_ex, (void *)p);
     CHECK_INT(serve_until_exit(eb, pid), ==, 0);
     CHECK_INT(S.posts, ==, 1);
@@ -832,12 +838,7 @@ TEST(server_ex_sends_100_descriptors_in_one_frame_to_sync_client_ex) {
 TEST(server_ex_sends_100_descriptors_in_one_frame_to_async_client_ex) {
     struct event_base *eb = event_base_new();
     const char *p = tmp_path("s");
-    open_distinct(hundred, 100);
-    struct afdt_server_options o = server_opts();
-    S.answer = "hundred";
-    S.fds = hundred;
-    S.nfds = 100;
-    void *h = serve(eb, p, &o);
+    void *h = serve_hundred(eb, p);
     ask_async_ex(eb, p, "many");
     check_answer("hundred", hundred, 100);
     CHECK(C.named == NULL);
@@ -869,12 +870,7 @@ static int ask_compat_for_many(void *arg) {
 TEST(compat_clients_get_the_first_of_many_descriptors_and_leak_nothing) {
     struct event_base *eb = event_base_new();
     const char *p = tmp_path("s");
-    open_distinct(hundred, 100);
-    struct afdt_server_options o = server_opts();
-    S.answer = "hundred";
-    S.fds = hundred;
-    S.nfds = 100;
-    void *h = serve(eb, p, &o);
+    void *h = serve_hundred(eb, p);
 
     pid_t pid = spawn(ask_compat_for_many, (void *)p);
     CHECK_INT(serve_until_exit(eb, pid), ==, 0);
@@ -1075,12 +1071,7 @@ static int ask_for_hundred_with_room_for_ten(void *arg) {
 TEST(sync_client_ex_with_too_little_room_fails_emsgsize_without_leak) {
     struct event_base *eb = event_base_new();
     const char *p = tmp_path("s");
-    open_distinct(hundred, 100);
-    struct afdt_server_options o = server_opts();
-    S.answer = "hundred";
-    S.fds = hundred;
-    S.nfds = 100;
-    void *h = serve(eb, p, &o);
+    void *h = serve_hundred(eb, p);
     pid_t pid = spawn(ask_for_hundred_with_room_for_ten, (void *)p);
     CHECK_INT(serve_until_exit(eb, pid), ==, 0);
     stop(eb, h);
