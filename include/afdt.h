@@ -153,7 +153,8 @@ AFDT_EXPORT int afdt_send_plain_msg(int connfd, const uint8_t *content, uint32_t
  * EAGAIN; a frame once begun is finished before it returns.
  *
  * Fails with AFDT_RECVMSG (the system's errno; 0 at end of file; EMFILE when
- * the kernel dropped descriptors because this process has no room for them),
+ * the kernel dropped descriptors the call asked for because this process has
+ * no room for them; dropping only the ones a call would close is no error),
  * AFDT_POLL, or AFDT_FORMAT (errno 0: the length exceeds AFDT_MSGLEN or
  * *content_len, or the stream ends inside the frame).  Every descriptor that
  * came with a failed frame is closed.  A frame within AFDT_MSGLEN but too big
@@ -216,7 +217,9 @@ AFDT_EXPORT void afdt_no_post(const uint8_t *request, uint32_t request_length,
  * A bad client cannot hurt it: descriptors sent with a request are closed
  * (the request is answered as usual, and the error handler is told); each
  * connection has 10 seconds for its whole exchange; at most 1,024 connections are open, and when
- * full the oldest connection still waiting for its request is dropped; when out of descriptors it
+ * full the oldest connection still waiting for its request is dropped (failing that, the oldest
+ * whose client has left its response untaken for 100 ms); when out of descriptors, such a
+ * connection, 100 ms old, gives its place to the next one waiting, and failing that the server
  * pauses accepting for at most 100 ms at a time.
  *
  * @post_handler may be NULL (as afdt_no_post).  @out_close_handle, if not

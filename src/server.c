@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 /* The libevent server's connections: accept, read one request, answer it, close. */
 #include <errno.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -15,6 +16,10 @@
 /* Out of descriptors, accepting pauses this long (or until a connection
  * closes), so a full table costs no CPU. */
 #define ACCEPT_PAUSE_US (100 * 1000)
+/* A client that has left its response untaken this long is stalled: out of
+ * room, its connection may be dropped for a new one.  Out of descriptors,
+ * so may one that has sent no request for this long. */
+#define STALLED_US ACCEPT_PAUSE_US
 /* Accepts per wakeup at most: enough to drain a burst, few enough that a
  * flood does not starve the connections already accepted. */
 #define ACCEPT_BATCH 64
@@ -35,7 +40,9 @@ struct pending {
 
 struct conn {
     struct afdt__server *srv;
-    struct conn *prev, *next; /* srv's list, oldest first */
+    struct afdt__conn_list *list; /* srv->waiting or srv->answering */
+    struct conn *prev, *next;
+    int64_t since_us; /* when it joined its list */
     struct event ev;
     int sock;
     int sent_fd; /* what a 2009-style request handler returned */
@@ -101,18 +108,34 @@ static void accept_resume(struct afdt__server *srv) {
                    "could not schedule resuming; the next connection to close will");
 }
 
+static void list_leave(struct conn *c) {
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        c->list->oldest = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    else
+        c->list->newest = c->prev;
+    c->prev = c->next = NULL;
+}
+
+static void list_join(struct conn *c, struct afdt__conn_list *list) {
+    c->list = list;
+    c->since_us = afdt__now_us();
+    c->prev = list->newest;
+    if (list->newest)
+        list->newest->next = c;
+    else
+        list->oldest = c;
+    list->newest = c;
+}
+
 static void conn_free(struct conn *c) {
     struct afdt__server *srv = c->srv;
     event_del(&c->ev);
     afdt__close(c->sock);
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        srv->oldest = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    else
-        srv->newest = c->prev;
+    list_leave(c);
     srv->nconns--;
     free(c->pending);
     free(c);
@@ -177,6 +200,8 @@ static void conn_defer(struct conn *c, const struct afdt_reply *reply,
         return;
     }
     c->pending = p;
+    list_leave(c);
+    list_join(c, &c->srv->answering);
     c->reply = &p->reply;
     p->reply = *reply;
     p->reply.content = p->content;
@@ -266,6 +291,9 @@ static void conn_read(struct conn *c) {
         if (c->in.excess)
             report_new(c->srv, AFDT_HANDLE_REQUEST, AFDT_FORMAT, 0,
                        "client sent descriptors with its request; they were closed");
+        if (c->in.got > sizeof(uint32_t) + c->in.len)
+            report_new(c->srv, AFDT_HANDLE_REQUEST, AFDT_FORMAT, 0,
+                       "client sent bytes after its request; they were ignored");
         conn_respond(c);
     }
 }
@@ -286,26 +314,38 @@ static void on_conn(evutil_socket_t sock, short what, void *arg) {
     }
 }
 
-/* At the cap, make room by dropping the oldest connection still waiting for
- * its request: a flood of silent clients then cannot lock good ones out. */
-static bool make_room(struct afdt__server *srv) {
-    if (srv->nconns < srv->max_conns)
+/* Give up a connection for a new one: the oldest still waiting for its
+ * request, if it has waited @min_wait_us; else the oldest whose client has
+ * stalled on its response.  Returns whether one was dropped.  So a flood of
+ * silent or stalling clients cannot lock good ones out, whether the server
+ * is at its connection cap (@at_cap) or out of descriptors. */
+static bool drop_oldest(struct afdt__server *srv, int64_t min_wait_us, bool at_cap) {
+    int64_t now = afdt__now_us();
+    struct conn *w = srv->waiting.oldest, *a = srv->answering.oldest;
+    struct afdt__fail f;
+    if (w && now - w->since_us >= min_wait_us) {
+        afdt__fail(&f, AFDT_RECVMSG, ECONNABORTED,
+                   at_cap ? "connection cap reached: dropped the oldest connection "
+                            "still waiting for its request"
+                          : "out of descriptors: dropped the oldest connection "
+                            "still waiting for its request");
+        conn_end(w, &f);
         return true;
-    for (struct conn *c = srv->oldest; c; c = c->next) {
-        if (!c->pending) {
-            struct afdt__fail f;
-            afdt__fail(&f, AFDT_RECVMSG, ECONNABORTED,
-                       "connection cap reached: dropped the oldest connection "
-                       "still waiting for its request");
-            conn_end(c, &f);
-            return true;
-        }
+    }
+    if (a && now - a->since_us >= STALLED_US) {
+        afdt__fail(&f, AFDT_SENDMSG, ECONNABORTED,
+                   at_cap ? "connection cap reached: dropped the oldest connection "
+                            "whose client left its response untaken"
+                          : "out of descriptors: dropped the oldest connection "
+                            "whose client left its response untaken");
+        conn_end(a, &f);
+        return true;
     }
     return false;
 }
 
 static void add_conn(struct afdt__server *srv, int sock) {
-    if (!make_room(srv)) {
+    if (srv->nconns >= srv->max_conns && !drop_oldest(srv, 0, true)) {
         afdt__close(sock);
         report_new(srv, AFDT_ACCEPT_CLIENT, AFDT_ACCEPT, ECONNABORTED,
                    "connection cap reached: refused a new connection");
@@ -326,12 +366,7 @@ static void add_conn(struct afdt__server *srv, int sock) {
     c->in.cap = AFDT_MSGLEN;
     c->in.greedy = true; /* one request per connection: nothing after it matters */
     event_assign(&c->ev, srv->eb, sock, EV_READ, on_conn, c);
-    c->prev = srv->newest;
-    if (srv->newest)
-        srv->newest->next = c;
-    else
-        srv->oldest = c;
-    srv->newest = c;
+    list_join(c, &srv->waiting);
     srv->nconns++;
     srv->refs++;
     if (srv->on_request_ex) {
@@ -349,6 +384,12 @@ static void add_conn(struct afdt__server *srv, int sock) {
     /* Clients usually send their request right after connecting: try it now
      * and save a trip through the loop. */
     conn_read(c);
+}
+
+/* Whether a connection waits in the listening socket's backlog. */
+static bool connection_waits(int lfd) {
+    struct pollfd p = {.fd = lfd, .events = POLLIN, .revents = 0};
+    return poll(&p, 1, 0) == 1 && (p.revents & POLLIN);
 }
 
 void afdt__server_on_accept(evutil_socket_t lfd, short what, void *arg) {
@@ -371,6 +412,12 @@ void afdt__server_on_accept(evutil_socket_t lfd, short what, void *arg) {
             drained = true;
             break;
         }
+        /* Out of descriptors: a connection silent or stalled for a while
+         * makes room for the next one, if one is there (accept4 fails so
+         * with an empty backlog too); failing that, pause. */
+        if ((e == EMFILE || e == ENFILE) && connection_waits(lfd) &&
+            drop_oldest(srv, STALLED_US, false))
+            continue;
         if (e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM)
             accept_pause(srv);
         report_new(srv, AFDT_ACCEPT_CLIENT, AFDT_ACCEPT, e,

@@ -11,6 +11,11 @@
 
 struct conn;
 
+/* Connections in the order they joined, oldest first. */
+struct afdt__conn_list {
+    struct conn *oldest, *newest;
+};
+
 struct afdt__server {
     struct event_base *eb;
     struct event *accept_ev;
@@ -25,7 +30,10 @@ struct afdt__server {
     void *userdata;
     uint32_t *allowed_uids;
     uint32_t n_allowed_uids;
-    struct conn *oldest, *newest;
+    /* Every connection is on one of two lists: waiting, until its request
+     * is in; answering, while its response waits for the client to take it
+     * (or to acknowledge a named set). */
+    struct afdt__conn_list waiting, answering;
     unsigned nconns;
     unsigned max_conns;
     unsigned accept_batch; /* accepts to try at the next wakeup */

@@ -48,7 +48,14 @@ static int fail_frame(struct afdt__frame_in *in, struct afdt__fail *f, enum afdt
 /* The frame is all in: decide whether it is good. */
 static int finish_frame(struct afdt__frame_in *in, struct afdt__fail *f) {
     /* Our control buffer always has room for AFDT_MAX_FDS, so a truncation
-     * is almost always the kernel failing to install a descriptor here. */
+     * is almost always the kernel failing to install a descriptor here.  A
+     * receiver already holding all it asked for loses nothing by it: it
+     * would have closed the rest (and a 2009 receiver, with room for one,
+     * never saw them).  It only learns that more came. */
+    if (in->ctrunc && in->nfds == in->fds_cap && !in->excess_fails) {
+        in->ctrunc = false;
+        in->excess++;
+    }
     if (in->ctrunc && afdt__fd_headroom() <= in->nfds + in->excess)
         return fail_frame(in, f, AFDT_RECVMSG, EMFILE,
                           "descriptors were dropped by the kernel (MSG_CTRUNC): "

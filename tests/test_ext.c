@@ -2039,6 +2039,52 @@ TEST(server_ex_drops_a_named_set_client_that_never_acknowledges) {
     free_big_set(300);
 }
 
+/* Read all that is there; whether the peer hung up after it. */
+static bool hung_up_after_the_rest(int sock) {
+    char buf[4096];
+    ssize_t n;
+    while ((n = recv(sock, buf, sizeof(buf), MSG_DONTWAIT)) > 0)
+        continue;
+    return n == 0;
+}
+
+TEST(server_ex_connection_cap_drops_the_oldest_client_stalled_on_its_named_set) {
+    make_big_set(3);
+    struct event_base *eb = event_base_new();
+    const char *p = tmp_path("s");
+    struct afdt_server_options o = server_opts();
+    o.max_conns = 2;
+    S.answer = "named";
+    S.named = big_set;
+    S.nnamed = 3;
+    void *h = serve(eb, p, &o);
+    /* Two clients ask for the set and never acknowledge it: the server
+     * waits on them, with no connection left waiting for its request. */
+    int stalled[2];
+    for (int i = 0; i < 2; i++) {
+        CHECK((stalled[i] = afdt_connect(p, NULL)) >= 0);
+        CHECK_INT(afdt_send_plain_msg(stalled[i], (const uint8_t *)"set?", 4, NULL), ==, 0);
+    }
+    CHECK(run_until(eb, &S.requests, 2, 5000));
+    run_loop(eb, 150); /* stalled for longer than 100 ms */
+    CHECK_INT(S.errors, ==, 0);
+    /* A good client still gets in, in place of the oldest stalled one. */
+    S.named = NULL;
+    S.nnamed = 0;
+    ask_async_ex(eb, p, "hello");
+    check_answer("named", NULL, 0);
+    CHECK_INT(S.requests, ==, 3);
+    CHECK_INT(S.errors, ==, 1);
+    CHECK_ERR(S.err, AFDT_HANDLE_REQUEST, AFDT_SENDMSG, ECONNABORTED, S.err_errno);
+    CHECK_INT(S.failed_posts, ==, 1); /* so the server can release that set */
+    CHECK_INT(S.post_error, ==, ECONNABORTED);
+    CHECK(hung_up_after_the_rest(stalled[0]));
+    CHECK(!hung_up_after_the_rest(stalled[1]));
+    close_fds(stalled, 2);
+    stop(eb, h);
+    free_big_set(3);
+}
+
 TEST(server_ex_named_receiver_dying_half_way_is_reported_without_leak) {
     make_big_set(3000);
     struct event_base *eb = event_base_new();

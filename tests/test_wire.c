@@ -1477,6 +1477,71 @@ TEST(recv_without_room_for_the_descriptor_fails_with_emfile_and_leaks_nothing) {
     CHECK_INT(wait_exit(pid), ==, 0);
 }
 
+/* A frame with three descriptors reaches a process with room for one: what
+ * each receive call makes of it (in its own process, as above). */
+struct short_of_room {
+    int call;   /* 0 afdt_recv_fd_msg, 1 afdt_recv_plain_msg, 2 afdt_recv_fds_msg asking for 3 */
+    int result; /* what the call must return */
+};
+
+static int receive_three_with_room_for_one(void *arg) {
+    const struct short_of_room *c = arg;
+    int sv[2];
+    make_pair(sv);
+    int fs[3] = {make_file("first"), make_file("second"), make_file("third")};
+    CHECK_INT(afdt_send_fds_msg(sv[0], (const uint8_t *)"three", 5, fs, 3, NULL), ==, 0);
+    CHECK_INT(afdt_send_plain_msg(sv[0], (const uint8_t *)"after", 5, NULL), ==, 0);
+    for (int i = 0; i < 3; i++)
+        close(fs[i]);
+    int before = fd_count();
+
+    struct fill full;
+    fill_descriptors(&full, 64);
+    close(full.fds[--full.n]); /* exactly one slot */
+    uint8_t buf[16];
+    uint32_t len = sizeof(buf), n = 3;
+    int fds[3] = {-7, -7, -7};
+    struct afdt_error_t err = AFDT_ERROR_T_INIT;
+    int r = c->call == 0   ? afdt_recv_fd_msg(sv[1], buf, &len, &fds[0], &err)
+            : c->call == 1 ? afdt_recv_plain_msg(sv[1], buf, &len, &err)
+                           : afdt_recv_fds_msg(sv[1], buf, &len, fds, &n, &err);
+    int e = errno;
+    release_descriptors(&full);
+
+    CHECK_INT(r, ==, c->result);
+    if (r == 0) {
+        /* The receiver asked for no more than it got: the rest are gone,
+         * as if it had closed them, and that is no error. */
+        CHECK_INT(len, ==, 5);
+        CHECK_MEM(buf, "three", 5);
+        if (c->call == 0)
+            check_file_contents(fds[0], "first");
+        CHECK_INT(fd_count(), ==, before + (c->call == 0));
+        if (c->call == 0)
+            close(fds[0]);
+    } else {
+        /* Asked for three, got one: descriptors it wanted were lost. */
+        CHECK_ERR(err, AFDT_NO_PHASE, AFDT_RECVMSG, EMFILE, e);
+        CHECK_INT(n, ==, 0);
+    }
+    CHECK_INT(fd_count(), ==, before);
+    len = sizeof(buf);
+    CHECK_INT(afdt_recv_plain_msg(sv[1], buf, &len, NULL), ==, 0);
+    CHECK_INT(len, ==, 5);
+    CHECK_MEM(buf, "after", 5);
+    close(sv[0]);
+    close(sv[1]);
+    return 0;
+}
+
+TEST(recv_short_of_room_keeps_what_it_asked_for_or_fails_with_emfile) {
+    static const struct short_of_room cases[] = {{0, 0}, {1, 0}, {2, -1}};
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        pid_t pid = spawn(receive_three_with_room_for_one, (void *)&cases[i]);
+        CHECK_INT(wait_exit(pid), ==, 0);
+    }
+}
+
 /* --- Many descriptors per frame (extension) -------------------------------- */
 
 TEST(fds_msg_carries_253_descriptors_in_one_frame_in_order) {
