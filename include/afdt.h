@@ -47,7 +47,7 @@ enum afdt_phase {
     AFDT_ACCEPT_CLIENT,
     AFDT_HANDLE_REQUEST,
     AFDT_CREATE_CLIENT,
-    AFDT_HANDLE_RESPONSE,
+    AFDT_HANDLE_RESPONSE
 };
 
 /** The operation that failed.  New values are only ever appended. */
@@ -66,7 +66,7 @@ enum afdt_operation {
     AFDT_EVENT_BASE_SET,
     AFDT_EVENT_ADD,
     AFDT_POLL,
-    AFDT_TIMEOUT,
+    AFDT_TIMEOUT
 };
 
 /**

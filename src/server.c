@@ -120,9 +120,9 @@ static void list_leave(struct conn *c) {
     c->prev = c->next = NULL;
 }
 
-static void list_join(struct conn *c, struct afdt__conn_list *list) {
+static void list_join(struct conn *c, struct afdt__conn_list *list, int64_t now_us) {
     c->list = list;
-    c->since_us = afdt__now_us();
+    c->since_us = now_us;
     c->prev = list->newest;
     if (list->newest)
         list->newest->next = c;
@@ -201,7 +201,7 @@ static void conn_defer(struct conn *c, const struct afdt_reply *reply,
     }
     c->pending = p;
     list_leave(c);
-    list_join(c, &c->srv->answering);
+    list_join(c, &c->srv->answering, afdt__now_us());
     c->reply = &p->reply;
     p->reply = *reply;
     p->reply.content = p->content;
@@ -361,12 +361,13 @@ static void add_conn(struct afdt__server *srv, int sock) {
     c->srv = srv;
     c->sock = sock; /* now the connection's */
     c->sent_fd = -1;
-    c->deadline_us = afdt__now_us() + srv->conn_timeout_us;
+    int64_t now = afdt__now_us();
+    c->deadline_us = now + srv->conn_timeout_us;
     c->in.buf = c->req;
     c->in.cap = AFDT_MSGLEN;
-    c->in.greedy = true; /* one request per connection: nothing after it matters */
+    c->in.greedy = true; /* one request per connection: bytes after it are only reported */
     event_assign(&c->ev, srv->eb, sock, EV_READ, on_conn, c);
-    list_join(c, &srv->waiting);
+    list_join(c, &srv->waiting, now);
     srv->nconns++;
     srv->refs++;
     if (srv->on_request_ex) {
