@@ -1534,7 +1534,7 @@ static int receive_three_with_room_for_one(void *arg) {
     return 0;
 }
 
-TEST(recv_short_of_room_keeps_what_it_asked_for_or_fails_with_emfile) {
+TEST(recv_out_of_descriptors_keeps_what_it_asked_for_or_fails_with_emfile) {
     static const struct short_of_room cases[] = {{0, 0}, {1, 0}, {2, -1}};
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         pid_t pid = spawn(receive_three_with_room_for_one, (void *)&cases[i]);
