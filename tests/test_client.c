@@ -316,21 +316,35 @@ TEST(client_exchange_with_server_in_same_loop) {
     close_token(tok);
 }
 
-TEST(client_exchange_with_server_in_forked_process) {
-    int tok[2], ready[2];
-    token(tok);
+/* Start child_server_main at @path, sending @tok; returns once it listens. */
+static pid_t fork_server(const char *path, int tok) {
+    int ready[2];
     CHECK_INT(pipe2(ready, O_CLOEXEC), ==, 0);
-    struct child_server cs = {tmp_path("forked"), tok[0], ready[1]};
+    struct child_server cs = {path, tok, ready[1]};
     pid_t pid = spawn(child_server_main, &cs);
     char c;
     CHECK_INT(read(ready[0], &c, 1), ==, 1);
+    close_token(ready);
+    return pid;
+}
+
+static void kill_server(pid_t pid) {
+    CHECK_INT(kill(pid, SIGKILL), ==, 0);
+    CHECK_INT(wait_exit(pid), ==, 128 + SIGKILL);
+}
+
+TEST(client_exchange_with_server_in_forked_process) {
+    int tok[2];
+    token(tok);
+    const char *path = tmp_path("forked");
+    pid_t pid = fork_server(path, tok[0]);
 
     struct event_base *eb = event_base_new();
     int before = fd_count();
     struct reply r;
     reply_init(&r, eb);
     r.break_loop = false;
-    CHECK_INT(afdt_create_client(cs.path, eb, (const uint8_t *)"ping", 4, reply_on_response,
+    CHECK_INT(afdt_create_client(path, eb, (const uint8_t *)"ping", 4, reply_on_response,
                                  reply_on_error, &five_s, &r),
               >=, 0);
     /* The client alone is in this loop: once it is done the loop runs dry. */
@@ -344,9 +358,7 @@ TEST(client_exchange_with_server_in_forked_process) {
     close(r.fd);
     CHECK_INT(fd_count(), ==, before);
     event_base_free(eb);
-    CHECK_INT(kill(pid, SIGKILL), ==, 0);
-    CHECK_INT(wait_exit(pid), ==, 128 + SIGKILL);
-    close_token(ready);
+    kill_server(pid);
     close_token(tok);
 }
 
@@ -383,17 +395,14 @@ TEST(client_calls_response_handler_exactly_once_and_error_handler_never) {
 }
 
 TEST(client_delivers_response_from_loop_not_inside_create_client) {
-    int tok[2], ready[2];
+    int tok[2];
     token(tok);
-    CHECK_INT(pipe2(ready, O_CLOEXEC), ==, 0);
-    struct child_server cs = {tmp_path("forked"), tok[0], ready[1]};
-    pid_t pid = spawn(child_server_main, &cs);
-    char c;
-    CHECK_INT(read(ready[0], &c, 1), ==, 1);
+    const char *path = tmp_path("forked");
+    pid_t pid = fork_server(path, tok[0]);
     struct event_base *eb = event_base_new();
     struct reply r;
     reply_init(&r, eb);
-    CHECK_INT(afdt_create_client(cs.path, eb, (const uint8_t *)"ping", 4, reply_on_response,
+    CHECK_INT(afdt_create_client(path, eb, (const uint8_t *)"ping", 4, reply_on_response,
                                  reply_on_error, &five_s, &r),
               >=, 0);
     /* Even if the answer is already waiting, it is delivered from the loop. */
@@ -403,9 +412,7 @@ TEST(client_delivers_response_from_loop_not_inside_create_client) {
     CHECK_INT(r.responses, ==, 1);
     close(r.fd);
     event_base_free(eb);
-    CHECK_INT(kill(pid, SIGKILL), ==, 0);
-    CHECK_INT(wait_exit(pid), ==, 128 + SIGKILL);
-    close_token(ready);
+    kill_server(pid);
     close_token(tok);
 }
 
