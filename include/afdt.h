@@ -218,9 +218,9 @@ AFDT_EXPORT void afdt_no_post(const uint8_t *request, uint32_t request_length,
  * (the request is answered as usual, and the error handler is told); each
  * connection has 10 seconds for its whole exchange; at most 1,024 connections are open, and when
  * full the oldest connection still waiting for its request is dropped (failing that, the oldest
- * whose client has left its response untaken for 100 ms); when out of descriptors, such a
- * connection, 100 ms old, gives its place to the next one waiting, and failing that the server
- * pauses accepting for at most 100 ms at a time.
+ * whose response waits on its client); when out of descriptors, such a connection gives its
+ * place to the next one waiting, and with none the server pauses accepting for at most 100 ms
+ * at a time.
  *
  * @post_handler may be NULL (as afdt_no_post).  @out_close_handle, if not
  * NULL, receives the handle for afdt_close_server().  Returns >= 0 on

@@ -47,7 +47,7 @@ static void on_client(evutil_socket_t sock, short what, void *arg);
  * then cost it no latency. */
 static void client_finish(struct client *c, enum afdt_phase phase, const struct afdt__fail *f) {
     if (f) {
-        afdt__close_all(c->fds, c->in.nfds);
+        afdt__discard_all(c->fds, c->in.nfds);
         if (c->named)
             afdt__named_in_abort(c->named);
         struct afdt_error_t e = AFDT_ERROR_T_INIT;

@@ -37,8 +37,15 @@ AFDT_HIDDEN int afdt__report(struct afdt_error_t *err, enum afdt_phase phase,
  * even when close reports EINTR). */
 AFDT_HIDDEN void afdt__close(int fd);
 
-/* Close @n descriptors of @fds and set them to -1. */
-AFDT_HIDDEN void afdt__close_all(int *fds, uint32_t n);
+/* Close a descriptor that came from a peer.  A socket set to linger
+ * (SO_LINGER with a time) makes close() wait out its unsent data when ours is
+ * the last reference, so a peer could stall us for as long as it liked:
+ * lingering is turned off first (the kernel still sends the data in the
+ * background). */
+AFDT_HIDDEN void afdt__discard(int fd);
+
+/* afdt__discard @n descriptors of @fds and set them to -1. */
+AFDT_HIDDEN void afdt__discard_all(int *fds, uint32_t n);
 
 /* Monotonic clock in microseconds. */
 AFDT_HIDDEN int64_t afdt__now_us(void);

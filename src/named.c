@@ -189,7 +189,7 @@ static int take_data_frame(struct afdt__named_in *st, struct afdt__fail *f) {
         k++;
     }
     if (k == 0 || k != in->nfds || pos != in->len) {
-        afdt__close_all(in->fds, in->nfds);
+        afdt__discard_all(in->fds, in->nfds);
         return afdt__fail(f, AFDT_FORMAT, 0, "malformed frame in a named set");
     }
     for (uint32_t i = 0; i < k; i++)
@@ -213,7 +213,7 @@ int afdt__named_in_step(int sock, struct afdt__named_in *st, struct afdt__fail *
         if (r <= 0)
             return r;
         if (st->in.nfds > st->count - st->n) {
-            afdt__close_all(st->in.fds, st->in.nfds);
+            afdt__discard_all(st->in.fds, st->in.nfds);
             return afdt__fail(f, AFDT_FORMAT, 0, "named set has more descriptors than announced");
         }
         if (take_data_frame(st, f) < 0)
@@ -223,9 +223,11 @@ int afdt__named_in_step(int sock, struct afdt__named_in *st, struct afdt__fail *
 }
 
 void afdt__named_in_abort(struct afdt__named_in *st) {
-    afdt__close_all(st->in.fds, st->in.nfds);
+    afdt__discard_all(st->in.fds, st->in.nfds);
     st->in.nfds = 0;
-    afdt_named_fds_free(st->set, st->n, 1);
+    for (uint32_t i = 0; i < st->n; i++)
+        afdt__discard(st->set[i].fd);
+    afdt_named_fds_free(st->set, st->n, 0);
     st->set = NULL;
     st->n = 0;
 }

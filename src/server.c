@@ -16,10 +16,6 @@
 /* Out of descriptors, accepting pauses this long (or until a connection
  * closes), so a full table costs no CPU. */
 #define ACCEPT_PAUSE_US (100 * 1000)
-/* A client that has left its response untaken this long is stalled: out of
- * room, its connection may be dropped for a new one.  Out of descriptors,
- * so may one that has sent no request for this long. */
-#define STALLED_US ACCEPT_PAUSE_US
 /* Accepts per wakeup at most: enough to drain a burst, few enough that a
  * flood does not starve the connections already accepted. */
 #define ACCEPT_BATCH 64
@@ -42,7 +38,6 @@ struct conn {
     struct afdt__server *srv;
     struct afdt__conn_list *list; /* srv->waiting or srv->answering */
     struct conn *prev, *next;
-    int64_t since_us; /* when it joined its list */
     struct event ev;
     int sock;
     int sent_fd; /* what a 2009-style request handler returned */
@@ -120,9 +115,8 @@ static void list_leave(struct conn *c) {
     c->prev = c->next = NULL;
 }
 
-static void list_join(struct conn *c, struct afdt__conn_list *list, int64_t now_us) {
+static void list_join(struct conn *c, struct afdt__conn_list *list) {
     c->list = list;
-    c->since_us = now_us;
     c->prev = list->newest;
     if (list->newest)
         list->newest->next = c;
@@ -201,7 +195,7 @@ static void conn_defer(struct conn *c, const struct afdt_reply *reply,
     }
     c->pending = p;
     list_leave(c);
-    list_join(c, &c->srv->answering, afdt__now_us());
+    list_join(c, &c->srv->answering);
     c->reply = &p->reply;
     p->reply = *reply;
     p->reply.content = p->content;
@@ -315,37 +309,37 @@ static void on_conn(evutil_socket_t sock, short what, void *arg) {
 }
 
 /* Give up a connection for a new one: the oldest still waiting for its
- * request, if it has waited @min_wait_us; else the oldest whose client has
- * stalled on its response.  Returns whether one was dropped.  So a flood of
- * silent or stalling clients cannot lock good ones out, whether the server
- * is at its connection cap (@at_cap) or out of descriptors. */
-static bool drop_oldest(struct afdt__server *srv, int64_t min_wait_us, bool at_cap) {
-    int64_t now = afdt__now_us();
-    struct conn *w = srv->waiting.oldest, *a = srv->answering.oldest;
+ * request, else the oldest whose response (or named set) waits on its
+ * client.  Returns whether one was dropped.  A connection that is answered
+ * at once is never one of them, so a flood of silent or stalling clients
+ * cannot lock good ones out, whether the server is at its connection cap
+ * (@at_cap) or out of descriptors: each new connection displaces the
+ * flood's oldest, as fast as they come. */
+static bool drop_oldest(struct afdt__server *srv, bool at_cap) {
     struct afdt__fail f;
-    if (w && now - w->since_us >= min_wait_us) {
+    if (srv->waiting.oldest) {
         afdt__fail(&f, AFDT_RECVMSG, ECONNABORTED,
                    at_cap ? "connection cap reached: dropped the oldest connection "
                             "still waiting for its request"
                           : "out of descriptors: dropped the oldest connection "
                             "still waiting for its request");
-        conn_end(w, &f);
+        conn_end(srv->waiting.oldest, &f);
         return true;
     }
-    if (a && now - a->since_us >= STALLED_US) {
+    if (srv->answering.oldest) {
         afdt__fail(&f, AFDT_SENDMSG, ECONNABORTED,
                    at_cap ? "connection cap reached: dropped the oldest connection "
-                            "whose client left its response untaken"
+                            "whose response waits on its client"
                           : "out of descriptors: dropped the oldest connection "
-                            "whose client left its response untaken");
-        conn_end(a, &f);
+                            "whose response waits on its client");
+        conn_end(srv->answering.oldest, &f);
         return true;
     }
     return false;
 }
 
 static void add_conn(struct afdt__server *srv, int sock) {
-    if (srv->nconns >= srv->max_conns && !drop_oldest(srv, 0, true)) {
+    if (srv->nconns >= srv->max_conns && !drop_oldest(srv, true)) {
         afdt__close(sock);
         report_new(srv, AFDT_ACCEPT_CLIENT, AFDT_ACCEPT, ECONNABORTED,
                    "connection cap reached: refused a new connection");
@@ -361,13 +355,12 @@ static void add_conn(struct afdt__server *srv, int sock) {
     c->srv = srv;
     c->sock = sock; /* now the connection's */
     c->sent_fd = -1;
-    int64_t now = afdt__now_us();
-    c->deadline_us = now + srv->conn_timeout_us;
+    c->deadline_us = afdt__now_us() + srv->conn_timeout_us;
     c->in.buf = c->req;
     c->in.cap = AFDT_MSGLEN;
     c->in.greedy = true; /* one request per connection: bytes after it are only reported */
     event_assign(&c->ev, srv->eb, sock, EV_READ, on_conn, c);
-    list_join(c, &srv->waiting, now);
+    list_join(c, &srv->waiting);
     srv->nconns++;
     srv->refs++;
     if (srv->on_request_ex) {
@@ -413,12 +406,16 @@ void afdt__server_on_accept(evutil_socket_t lfd, short what, void *arg) {
             drained = true;
             break;
         }
-        /* Out of descriptors: a connection silent or stalled for a while
-         * makes room for the next one, if one is there (accept4 fails so
-         * with an empty backlog too); failing that, pause. */
-        if ((e == EMFILE || e == ENFILE) && connection_waits(lfd) &&
-            drop_oldest(srv, STALLED_US, false))
+        /* Out of descriptors: a silent or stalled connection makes room
+         * for the next one, if one is there (accept4 fails so with an empty
+         * backlog too); failing that, pause. */
+        if ((e == EMFILE || e == ENFILE) && (srv->waiting.oldest || srv->answering.oldest) &&
+            connection_waits(lfd)) {
+            report_new(srv, AFDT_ACCEPT_CLIENT, AFDT_ACCEPT, e,
+                       "out of descriptors: the oldest silent or stalled connection makes room");
+            drop_oldest(srv, false);
             continue;
+        }
         if (e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM)
             accept_pause(srv);
         report_new(srv, AFDT_ACCEPT_CLIENT, AFDT_ACCEPT, e,

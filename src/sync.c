@@ -165,7 +165,7 @@ AFDT_EXPORT int afdt_sync_client_ex(const char *fname, const uint8_t *request,
         *nfds = 0;
     } else {
         if (in.len > *response_length) {
-            afdt__close_all(fds, in.nfds);
+            afdt__discard_all(fds, in.nfds);
             afdt__fail(&f, AFDT_FORMAT, 0, "frame is larger than the receive buffer");
             goto fail;
         }

@@ -29,7 +29,7 @@ static void take_fds(struct afdt__frame_in *in, struct msghdr *msg) {
             if (in->nfds < in->fds_cap) {
                 in->fds[in->nfds++] = fd;
             } else {
-                afdt__close(fd);
+                afdt__discard(fd);
                 in->excess++;
             }
         }
@@ -40,7 +40,7 @@ static void take_fds(struct afdt__frame_in *in, struct msghdr *msg) {
 
 static int fail_frame(struct afdt__frame_in *in, struct afdt__fail *f, enum afdt_operation op,
                       int errnum, const char *msg) {
-    afdt__close_all(in->fds, in->nfds);
+    afdt__discard_all(in->fds, in->nfds);
     in->nfds = 0;
     return afdt__fail(f, op, errnum, msg);
 }
@@ -49,10 +49,10 @@ static int fail_frame(struct afdt__frame_in *in, struct afdt__fail *f, enum afdt
 static int finish_frame(struct afdt__frame_in *in, struct afdt__fail *f) {
     /* Our control buffer always has room for AFDT_MAX_FDS, so a truncation
      * is almost always the kernel failing to install a descriptor here.  A
-     * receiver already holding all it asked for loses nothing by it: it
-     * would have closed the rest (and a 2009 receiver, with room for one,
-     * never saw them).  It only learns that more came. */
-    if (in->ctrunc && in->nfds == in->fds_cap && !in->excess_fails) {
+     * receiver already holding all it asked for loses nothing by it: the
+     * rest are excess, closed (or an error, with excess_fails) as if they
+     * had come (a 2009 receiver, with room for one, never saw them). */
+    if (in->ctrunc && in->nfds == in->fds_cap) {
         in->ctrunc = false;
         in->excess++;
     }
@@ -194,7 +194,7 @@ int afdt__recv_frame_until(int sock, struct afdt__frame_in *in, bool fail_if_idl
             return afdt__fail(f, AFDT_RECVMSG, EAGAIN, "");
         r = afdt__poll_until(sock, POLLIN, deadline_us);
         if (r <= 0) {
-            afdt__close_all(in->fds, in->nfds);
+            afdt__discard_all(in->fds, in->nfds);
             in->nfds = 0;
             if (r == 0)
                 return afdt__fail(f, AFDT_TIMEOUT, ETIMEDOUT, "timed out waiting for a frame");
@@ -276,8 +276,8 @@ AFDT_EXPORT int afdt_recv_fd_msg(int connfd, uint8_t *content, uint32_t *content
     int r = recv_frame(connfd, content, content_len, &fd, 1, false, err);
     if (received_fd)
         *received_fd = fd;
-    else
-        afdt__close(fd);
+    else if (fd >= 0)
+        afdt__discard(fd);
     return r < 0 ? r : 0;
 }
 

@@ -6,6 +6,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <sys/mman.h>
@@ -284,4 +285,29 @@ ssize_t raw_sendmsg(int s, const void *buf, size_t n, const int *fds, unsigned n
         memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
     }
     return sendmsg(s, &msg, MSG_NOSIGNAL);
+}
+
+int lingering_socket(int *peer, int *listener) {
+    int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    CHECK(l >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t alen = sizeof(a);
+    CHECK_INT(bind(l, (struct sockaddr *)&a, sizeof(a)), ==, 0);
+    CHECK_INT(listen(l, 1), ==, 0);
+    CHECK_INT(getsockname(l, (struct sockaddr *)&a, &alen), ==, 0);
+    int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    CHECK(s >= 0);
+    CHECK_INT(connect(s, (struct sockaddr *)&a, sizeof(a)), ==, 0);
+    *peer = accept4(l, NULL, NULL, SOCK_CLOEXEC);
+    CHECK(*peer >= 0);
+    *listener = l;
+    /* Fill the peer's receive buffer and our send buffer. */
+    CHECK_INT(fcntl(s, F_SETFL, O_NONBLOCK), ==, 0);
+    static char chunk[65536];
+    while (send(s, chunk, sizeof(chunk), MSG_NOSIGNAL) > 0)
+        continue;
+    CHECK_INT(errno, ==, EAGAIN);
+    struct linger lg = {1, 5};
+    CHECK_INT(setsockopt(s, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)), ==, 0);
+    return s;
 }

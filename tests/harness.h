@@ -97,5 +97,9 @@ void read_exactly(int fd, void *buf, size_t n);
  * SCM_RIGHTS, written by hand the way a program without this library would;
  * returns what sendmsg returned, with its errno. */
 ssize_t raw_sendmsg(int s, const void *buf, size_t n, const int *fds, unsigned nfds);
+/* A loopback TCP socket set to linger 5 s on close, with data its peer (left
+ * open in *@peer, its listener in *@listener) never reads: closing the last
+ * reference to it waits those 5 s, unless lingering is turned off. */
+int lingering_socket(int *peer, int *listener);
 
 #endif

@@ -1542,6 +1542,34 @@ TEST(recv_out_of_descriptors_keeps_what_it_asked_for_or_fails_with_emfile) {
     }
 }
 
+TEST(recv_does_not_wait_for_a_lingering_socket_it_closes) {
+    /* A peer can send a socket that would make our close() of it wait: the
+     * descriptors a receive closes must not stall it. */
+    int before = fd_count();
+    int peer, l;
+    int s = lingering_socket(&peer, &l);
+    int sv[2];
+    make_pair(sv);
+    int fds[2] = {make_file("kept"), s};
+    CHECK_INT(afdt_send_fds_msg(sv[0], (const uint8_t *)"two", 3, fds, 2, NULL), ==, 0);
+    close(fds[0]);
+    close(s); /* not the last reference yet: the frame in flight holds one */
+    uint8_t buf[8];
+    uint32_t len = sizeof(buf);
+    int fd = -7;
+    int64_t t0 = now_ms();
+    CHECK_INT(afdt_recv_fd_msg(sv[1], buf, &len, &fd, NULL), ==, 0);
+    CHECK_INT(now_ms() - t0, <, 2500); /* 5,000 if the close lingered */
+    CHECK_INT(len, ==, 3);
+    check_file_contents(fd, "kept");
+    close(fd);
+    close(peer);
+    close(l);
+    close(sv[0]);
+    close(sv[1]);
+    CHECK_INT(fd_count(), ==, before);
+}
+
 /* --- Many descriptors per frame (extension) -------------------------------- */
 
 TEST(fds_msg_carries_253_descriptors_in_one_frame_in_order) {
