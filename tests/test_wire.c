@@ -1480,8 +1480,11 @@ TEST(recv_without_room_for_the_descriptor_fails_with_emfile_and_leaks_nothing) {
 /* A frame with three descriptors reaches a process with room for one: what
  * each receive call makes of it (in its own process, as above). */
 struct short_of_room {
-    int call;   /* 0 afdt_recv_fd_msg, 1 afdt_recv_plain_msg, 2 afdt_recv_fds_msg asking for 3 */
-    int result; /* what the call must return */
+    int call;               /* 0 afdt_recv_fd_msg, 1 afdt_recv_plain_msg, 2 afdt_recv_fds_msg */
+    uint32_t n;             /* what afdt_recv_fds_msg asks for */
+    int result;             /* what the call must return */
+    enum afdt_operation op; /* and on failure, its error */
+    int eno;
 };
 
 static int receive_three_with_room_for_one(void *arg) {
@@ -1499,7 +1502,7 @@ static int receive_three_with_room_for_one(void *arg) {
     fill_descriptors(&full, 64);
     close(full.fds[--full.n]); /* exactly one slot */
     uint8_t buf[16];
-    uint32_t len = sizeof(buf), n = 3;
+    uint32_t len = sizeof(buf), n = c->n;
     int fds[3] = {-7, -7, -7};
     struct afdt_error_t err = AFDT_ERROR_T_INIT;
     int r = c->call == 0   ? afdt_recv_fd_msg(sv[1], buf, &len, &fds[0], &err)
@@ -1520,8 +1523,10 @@ static int receive_three_with_room_for_one(void *arg) {
         if (c->call == 0)
             close(fds[0]);
     } else {
-        /* Asked for three, got one: descriptors it wanted were lost. */
-        CHECK_ERR(err, AFDT_NO_PHASE, AFDT_RECVMSG, EMFILE, e);
+        /* Asked for three, got one: descriptors it wanted were lost (EMFILE).
+         * Asked for exactly one: the frame had more than that (EMSGSIZE), as
+         * when there is room for them all. */
+        CHECK_ERR(err, AFDT_NO_PHASE, c->op, c->eno, e);
         CHECK_INT(n, ==, 0);
     }
     CHECK_INT(fd_count(), ==, before);
@@ -1535,7 +1540,10 @@ static int receive_three_with_room_for_one(void *arg) {
 }
 
 TEST(recv_out_of_descriptors_keeps_what_it_asked_for_or_fails_with_emfile) {
-    static const struct short_of_room cases[] = {{0, 0}, {1, 0}, {2, -1}};
+    static const struct short_of_room cases[] = {{0, 0, 0, AFDT_NO_OPERATION, 0},
+                                                 {1, 0, 0, AFDT_NO_OPERATION, 0},
+                                                 {2, 3, -1, AFDT_RECVMSG, EMFILE},
+                                                 {2, 1, -1, AFDT_FORMAT, EMSGSIZE}};
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         pid_t pid = spawn(receive_three_with_room_for_one, (void *)&cases[i]);
         CHECK_INT(wait_exit(pid), ==, 0);
