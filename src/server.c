@@ -380,10 +380,12 @@ static void add_conn(struct afdt__server *srv, int sock) {
     conn_read(c);
 }
 
-/* Whether a connection waits in the listening socket's backlog. */
-static bool connection_waits(int lfd) {
+/* Whether a connection waits in the listening socket's backlog: 1 yes, 0
+ * no, -1 unknown (poll failed). */
+static int connection_waits(int lfd) {
     struct pollfd p = {.fd = lfd, .events = POLLIN, .revents = 0};
-    return poll(&p, 1, 0) == 1 && (p.revents & POLLIN);
+    int r = poll(&p, 1, 0);
+    return r < 0 ? -1 : r == 1 && (p.revents & POLLIN);
 }
 
 void afdt__server_on_accept(evutil_socket_t lfd, short what, void *arg) {
@@ -406,11 +408,17 @@ void afdt__server_on_accept(evutil_socket_t lfd, short what, void *arg) {
             drained = true;
             break;
         }
-        /* Out of descriptors: a silent or stalled connection makes room
-         * for the next one, if one is there (accept4 fails so with an empty
-         * backlog too); failing that, pause. */
-        if ((e == EMFILE || e == ENFILE) && (srv->waiting.oldest || srv->answering.oldest) &&
-            connection_waits(lfd)) {
+        /* Out of descriptors, which accept4 says with an empty backlog too:
+         * then there is nothing to do until someone connects (the
+         * level-triggered event tells), and pausing would only keep the
+         * next client waiting.  With someone there, a silent or stalled
+         * connection makes room; failing that, pause. */
+        int waits = e == EMFILE || e == ENFILE ? connection_waits(lfd) : -1;
+        if (waits == 0) {
+            drained = true;
+            break;
+        }
+        if (waits > 0 && (srv->waiting.oldest || srv->answering.oldest)) {
             report_new(srv, AFDT_ACCEPT_CLIENT, AFDT_ACCEPT, e,
                        "out of descriptors: the oldest silent or stalled connection makes room");
             drop_oldest(srv, false);
