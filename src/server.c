@@ -316,26 +316,20 @@ static void on_conn(evutil_socket_t sock, short what, void *arg) {
  * (@at_cap) or out of descriptors: each new connection displaces the
  * flood's oldest, as fast as they come. */
 static bool drop_oldest(struct afdt__server *srv, bool at_cap) {
+    static const char *const why[2][2] = {
+        {"out of descriptors: dropped the oldest connection still waiting for its request",
+         "out of descriptors: dropped the oldest connection whose response waits on its client"},
+        {"connection cap reached: dropped the oldest connection still waiting for its request",
+         "connection cap reached: dropped the oldest connection whose response waits on its "
+         "client"}};
+    bool silent = srv->waiting.oldest != NULL;
+    struct conn *c = silent ? srv->waiting.oldest : srv->answering.oldest;
+    if (c == NULL)
+        return false;
     struct afdt__fail f;
-    if (srv->waiting.oldest) {
-        afdt__fail(&f, AFDT_RECVMSG, ECONNABORTED,
-                   at_cap ? "connection cap reached: dropped the oldest connection "
-                            "still waiting for its request"
-                          : "out of descriptors: dropped the oldest connection "
-                            "still waiting for its request");
-        conn_end(srv->waiting.oldest, &f);
-        return true;
-    }
-    if (srv->answering.oldest) {
-        afdt__fail(&f, AFDT_SENDMSG, ECONNABORTED,
-                   at_cap ? "connection cap reached: dropped the oldest connection "
-                            "whose response waits on its client"
-                          : "out of descriptors: dropped the oldest connection "
-                            "whose response waits on its client");
-        conn_end(srv->answering.oldest, &f);
-        return true;
-    }
-    return false;
+    afdt__fail(&f, silent ? AFDT_RECVMSG : AFDT_SENDMSG, ECONNABORTED, why[at_cap][!silent]);
+    conn_end(c, &f);
+    return true;
 }
 
 static void add_conn(struct afdt__server *srv, int sock) {

@@ -1749,16 +1749,23 @@ static void free_big_set(uint32_t n) {
     big_set = NULL;
 }
 
+/* A server with options @o answering "named" with a big set of @n
+ * (free_big_set(n) after stop). */
+static void *serve_big_set(struct event_base *eb, const char *path,
+                           const struct afdt_server_options *o, uint32_t n) {
+    make_big_set(n);
+    S.answer = "named";
+    S.named = big_set;
+    S.nnamed = n;
+    return serve(eb, path, o);
+}
+
 TEST(server_ex_named_set_of_10000_reaches_sync_client_ex_then_post_runs_once) {
     need_descriptors(10000);
-    make_big_set(10000);
     struct event_base *eb = event_base_new();
     const char *p = tmp_path("s");
     struct afdt_server_options o = server_opts();
-    S.answer = "named";
-    S.named = big_set;
-    S.nnamed = 10000;
-    void *h = serve(eb, p, &o);
+    void *h = serve_big_set(eb, p, &o, 10000);
     pid_t pid = spawn(ask_for_10000_named, (void *)p);
     CHECK_INT(serve_until_exit(eb, pid), ==, 0);
     run_loop(eb, 50);
@@ -1969,14 +1976,10 @@ static void on_ready(evutil_socket_t fd, short what, void *arg) {
 }
 
 TEST(server_ex_post_handler_waits_for_the_named_set_acknowledgement) {
-    make_big_set(600);
     struct event_base *eb = event_base_new();
     const char *p = tmp_path("s");
     struct afdt_server_options o = server_opts();
-    S.answer = "named";
-    S.named = big_set;
-    S.nnamed = 600;
-    void *h = serve(eb, p, &o);
+    void *h = serve_big_set(eb, p, &o, 600);
     struct raw_client r = {.path = p};
     CHECK_INT(pipe2(r.ready, O_CLOEXEC), ==, 0);
     CHECK_INT(pipe2(r.go, O_CLOEXEC), ==, 0);
@@ -2006,15 +2009,11 @@ TEST(server_ex_post_handler_waits_for_the_named_set_acknowledgement) {
 }
 
 TEST(server_ex_drops_a_named_set_client_that_never_acknowledges) {
-    make_big_set(300);
     struct event_base *eb = event_base_new();
     const char *p = tmp_path("s");
     struct afdt_server_options o = server_opts();
     o.conn_timeout_ms = 300;
-    S.answer = "named";
-    S.named = big_set;
-    S.nnamed = 300;
-    void *h = serve(eb, p, &o);
+    void *h = serve_big_set(eb, p, &o, 300);
     struct raw_client r = {.path = p};
     CHECK_INT(pipe2(r.ready, O_CLOEXEC), ==, 0);
     CHECK_INT(pipe2(r.go, O_CLOEXEC), ==, 0);
@@ -2049,15 +2048,11 @@ static bool hung_up_after_the_rest(int sock) {
 }
 
 TEST(server_ex_connection_cap_drops_the_oldest_client_stalled_on_its_named_set) {
-    make_big_set(3);
     struct event_base *eb = event_base_new();
     const char *p = tmp_path("s");
     struct afdt_server_options o = server_opts();
     o.max_conns = 2;
-    S.answer = "named";
-    S.named = big_set;
-    S.nnamed = 3;
-    void *h = serve(eb, p, &o);
+    void *h = serve_big_set(eb, p, &o, 3);
     /* Two clients ask for the set and never acknowledge it: the server
      * waits on them, with no connection left waiting for its request. */
     int stalled[2];
@@ -2086,14 +2081,10 @@ TEST(server_ex_connection_cap_drops_the_oldest_client_stalled_on_its_named_set) 
 }
 
 TEST(server_ex_named_receiver_dying_half_way_is_reported_without_leak) {
-    make_big_set(3000);
     struct event_base *eb = event_base_new();
     const char *p = tmp_path("s");
     struct afdt_server_options o = server_opts();
-    S.answer = "named";
-    S.named = big_set;
-    S.nnamed = 3000;
-    void *h = serve(eb, p, &o);
+    void *h = serve_big_set(eb, p, &o, 3000);
     struct raw_client r = {p, {-1, -1}, {-1, -1}, 1};
     pid_t pid = spawn(raw_named_client, &r);
     CHECK_INT(serve_until_exit(eb, pid), ==, 0);
