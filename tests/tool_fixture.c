@@ -1,0 +1,242 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+/* The afdt(1) test fixture: see tool_fixture.h. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "tool_fixture.h"
+
+#ifndef AFDT_TOOL
+#error "AFDT_TOOL must name the built afdt program"
+#endif
+#ifndef AFDT_TEST_SERVER
+#error "AFDT_TEST_SERVER must name the built activated_server program"
+#endif
+
+/* Orphans come to the test process, so "no process left behind" can be checked. */
+void become_subreaper(void) {
+    CHECK_INT(prctl(PR_SET_CHILD_SUBREAPER, 1), ==, 0);
+}
+
+/* Wait for @pid at most @ms; past that it is killed and -1 returned. */
+int reap(pid_t pid, int ms) {
+    int64_t end = now_ms() + ms;
+    int st;
+    pid_t r;
+    while ((r = waitpid(pid, &st, WNOHANG)) == 0 && now_ms() < end)
+        sleep_ms(10);
+    if (r == 0) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &st, 0);
+        return -1;
+    }
+    CHECK_INT(r, ==, pid);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+/* Every process started here has ended and been reaped, and none was orphaned to us. */
+void check_no_children(void) {
+    int st;
+    pid_t r = waitpid(-1, &st, WNOHANG);
+    int e = errno;
+    if (r != -1 || e != ECHILD)
+        harness_fail(__FILE__, __LINE__, "a process was left behind (waitpid: %d)", (int)r);
+}
+
+bool exists(const char *path) {
+    struct stat st;
+    return lstat(path, &st) == 0;
+}
+
+void write_file(const char *path, const char *text) {
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    CHECK(fd >= 0);
+    CHECK_INT(write(fd, text, strlen(text)), ==, (ssize_t)strlen(text));
+    close(fd);
+}
+
+void read_file(const char *path, char *buf, size_t size) {
+    buf[0] = '\0';
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    ssize_t n = read(fd, buf, size - 1);
+    buf[n > 0 ? n : 0] = '\0';
+    close(fd);
+}
+
+/* Start the tool with @argv (argv[0] is ignored); its output goes to @log, or to @out_fd. */
+pid_t start_tool(const char *log, int out_fd, const char *const *argv) {
+    const char *args[40];
+    int n = 0;
+    args[n++] = AFDT_TOOL;
+    for (int i = 1; argv[i] && n < 39; i++)
+        args[n++] = argv[i];
+    args[n] = NULL;
+    pid_t parent = getpid();
+    fflush(NULL);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        /* A failing test exits at once: what it started must not outlive it. */
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
+            _exit(127);
+        int fd = log ? open(log, O_WRONLY | O_CREAT | O_APPEND, 0600) : out_fd;
+        if (fd < 0 || dup2(fd, 1) < 0 || dup2(fd, 2) < 0)
+            _exit(127);
+        execv(AFDT_TOOL, (char *const *)args);
+        _exit(127);
+    }
+    return pid;
+}
+
+/* Run the tool to the end; its output (stdout and stderr) in @out. Returns its status. */
+int run_tool_v(char *out, size_t size, const char *const *argv) {
+    int p[2];
+    CHECK_INT(pipe2(p, O_CLOEXEC), ==, 0);
+    pid_t pid = start_tool(NULL, p[1], argv);
+    close(p[1]);
+    size_t got = 0;
+    int64_t end = now_ms() + WAIT_MS;
+    for (;;) {
+        struct pollfd pfd = {p[0], POLLIN, 0};
+        int left = (int)(end - now_ms());
+        if (left <= 0 || poll(&pfd, 1, left) <= 0)
+            break;
+        ssize_t n = read(p[0], out + got, size - 1 - got);
+        if (n <= 0)
+            break;
+        got += (size_t)n;
+        if (got == size - 1)
+            break;
+    }
+    out[got] = '\0';
+    close(p[0]);
+    return reap(pid, WAIT_MS);
+}
+
+/* Whether @log contains @text within @ms. */
+bool wait_log(const char *log, const char *text, int ms) {
+    static char buf[65536];
+    int64_t end = now_ms() + ms;
+    do {
+        read_file(log, buf, sizeof(buf));
+        if (strstr(buf, text))
+            return true;
+        sleep_ms(20);
+    } while (now_ms() < end);
+    fprintf(stderr, "log %s lacks \"%s\":\n%s\n", log, text, buf);
+    return false;
+}
+
+void sv_init(struct sv *s) {
+    memset(s, 0, sizeof(*s));
+    snprintf(s->ctl, sizeof(s->ctl), "%s", tmp_path("ctl"));
+    snprintf(s->log, sizeof(s->log), "%s", tmp_path("log"));
+    snprintf(s->behaviour, sizeof(s->behaviour), "%s", tmp_path("behaviour"));
+}
+
+/* "afdt serve --control CTL OPTS... -- activated_server --behaviour-file B", logged. */
+pid_t sv_spawn(struct sv *s, const char *const *opts) {
+    const char *argv[40] = {"afdt", "serve", "--control", s->ctl};
+    int n = 4;
+    while (*opts && n < 34)
+        argv[n++] = *opts++;
+    argv[n++] = "--";
+    argv[n++] = AFDT_TEST_SERVER;
+    argv[n++] = "--behaviour-file";
+    argv[n++] = s->behaviour;
+    argv[n] = NULL;
+    return start_tool(s->log, -1, argv);
+}
+
+/* "afdt stop", and the supervisor must exit 0 with its control path gone. */
+void sv_stop(struct sv *s) {
+    char out[1024];
+    CHECK_INT(RUN_TOOL(out, "stop", "--control", s->ctl), ==, 0);
+    CHECK(strstr(out, "stopped") != NULL);
+    CHECK_INT(reap(s->pid, WAIT_MS), ==, 0);
+    CHECK(!exists(s->ctl));
+}
+
+/* The port of the socket named @name, from "afdt status --json". */
+int sv_port(struct sv *s, const char *name) {
+    char out[8192], key[80];
+    CHECK_INT(RUN_TOOL(out, "status", "--control", s->ctl, "--json"), ==, 0);
+    snprintf(key, sizeof(key), "\"name\":\"%s\"", name);
+    const char *p = strstr(out, key);
+    CHECK(p != NULL);
+    p = strstr(p, "\"port\":");
+    CHECK(p != NULL);
+    return atoi(p + 7);
+}
+
+/* One line exchange with the test server over a new connection; @sa is its address. */
+int ask_stream(int family, const struct sockaddr *sa, socklen_t len, char *buf, size_t size) {
+    int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    CHECK(fd >= 0);
+    struct timeval tv = {5, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    size_t got = 0;
+    int r = -1;
+    if (connect(fd, sa, len) == 0 && send(fd, "hello\n", 6, MSG_NOSIGNAL) == 6) {
+        ssize_t n;
+        while (got < size - 1 && (n = recv(fd, buf + got, size - 1 - got, 0)) > 0)
+            got += (size_t)n;
+        r = got > 0 ? 0 : -1;
+    }
+    buf[got] = '\0';
+    close(fd);
+    return r;
+}
+
+struct sockaddr_in loopback(int port) {
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    return a;
+}
+
+/* The generation that answers on 127.0.0.1:@port, or -1. */
+int tcp_gen(int port) {
+    struct sockaddr_in a = loopback(port);
+    char buf[256];
+    int gen = -1;
+    if (ask_stream(AF_INET, (struct sockaddr *)&a, sizeof(a), buf, sizeof(buf)) == 0 &&
+        sscanf(buf, "gen=%d", &gen) != 1)
+        gen = -1;
+    return gen;
+}
+
+int unix_ask(const char *path, char *buf, size_t size) {
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    snprintf(a.sun_path, sizeof(a.sun_path), "%.100s", path);
+    return ask_stream(AF_UNIX, (struct sockaddr *)&a, sizeof(a), buf, size);
+}
+
+int udp_ask(int port, char *buf, size_t size) {
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    CHECK(fd >= 0);
+    struct timeval tv = {5, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    struct sockaddr_in a = loopback(port);
+    ssize_t n = -1;
+    if (sendto(fd, "hi", 2, 0, (struct sockaddr *)&a, sizeof(a)) == 2)
+        n = recv(fd, buf, size - 1, 0);
+    buf[n > 0 ? n : 0] = '\0';
+    close(fd);
+    return n > 0 ? 0 : -1;
+}
