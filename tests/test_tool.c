@@ -217,30 +217,6 @@ TEST(the_drain_timeout_kills_a_generation_that_ignores_sigterm) {
     check_no_children();
 }
 
-/* A client sending requests on new connections until @stop_fd closes; it reports
- * "ok N failed M" on @result_fd. */
-struct load {
-    int port, stop_fd, result_fd;
-    int parent_ends[2]; /* the parent's ends of both pipes, closed here */
-};
-
-static int run_load(void *arg) {
-    struct load *l = arg;
-    unsigned long ok = 0, failed = 0;
-    close(l->parent_ends[0]);
-    close(l->parent_ends[1]);
-    struct pollfd pfd = {l->stop_fd, POLLIN, 0};
-    while (poll(&pfd, 1, 1) == 0) {
-        if (tcp_gen(l->port) > 0)
-            ok++;
-        else
-            failed++;
-    }
-    char line[64];
-    int n = snprintf(line, sizeof(line), "ok %lu failed %lu", ok, failed);
-    return write(l->result_fd, line, (size_t)n) == n ? 0 : 1;
-}
-
 TEST(a_second_supervisor_takes_over_under_load) {
     become_subreaper();
     struct sv a, b;
@@ -253,13 +229,8 @@ TEST(a_second_supervisor_takes_over_under_load) {
     SV_START(&a, "--listen", "web=tcp:127.0.0.1:0", "--listen", unix_spec);
     int port = sv_port(&a, "web");
 
-    int stop[2], result[2];
-    CHECK_INT(pipe2(stop, O_CLOEXEC), ==, 0);
-    CHECK_INT(pipe2(result, O_CLOEXEC), ==, 0);
-    struct load l = {port, stop[0], result[1], {stop[1], result[0]}};
-    pid_t loader = spawn(run_load, &l);
-    close(stop[0]);
-    close(result[1]);
+    struct load l;
+    load_start(&l, port);
     sleep_ms(300);
 
     /* The same command line again: it finds the running supervisor and takes over. */
@@ -268,13 +239,8 @@ TEST(a_second_supervisor_takes_over_under_load) {
     CHECK(wait_log(b.log, "taking over from the supervisor", 1));
     CHECK(wait_log(a.log, "handing over to the supervisor with pid", 1));
     sleep_ms(300);
-    close(stop[1]);
-    CHECK_INT(reap(loader, WAIT_MS), ==, 0);
-    unsigned long ok = 0, failed = 1;
-    ssize_t n = read(result[0], buf, sizeof(buf) - 1);
-    close(result[0]);
-    buf[n > 0 ? n : 0] = '\0';
-    CHECK_INT(sscanf(buf, "ok %lu failed %lu", &ok, &failed), ==, 2);
+    unsigned long ok, failed;
+    load_stop(&l, &ok, &failed);
     CHECK_INT(failed, ==, 0);
     CHECK_INT(ok, >, 0);
 

@@ -240,3 +240,49 @@ int udp_ask(int port, char *buf, size_t size) {
     close(fd);
     return n > 0 ? 0 : -1;
 }
+
+struct load_args {
+    int port, stop_fd, result_fd;
+    int parent_ends[2]; /* the parent's ends of both pipes, closed in the child */
+};
+
+static int run_load(void *arg) {
+    struct load_args *l = arg;
+    unsigned long ok = 0, failed = 0;
+    close(l->parent_ends[0]);
+    close(l->parent_ends[1]);
+    struct pollfd pfd = {l->stop_fd, POLLIN, 0};
+    while (poll(&pfd, 1, 1) == 0) {
+        if (tcp_gen(l->port) > 0)
+            ok++;
+        else
+            failed++;
+    }
+    char line[64];
+    int n = snprintf(line, sizeof(line), "ok %lu failed %lu", ok, failed);
+    return write(l->result_fd, line, (size_t)n) == n ? 0 : 1;
+}
+
+void load_start(struct load *l, int port) {
+    int stop[2], result[2];
+    CHECK_INT(pipe2(stop, O_CLOEXEC), ==, 0);
+    CHECK_INT(pipe2(result, O_CLOEXEC), ==, 0);
+    struct load_args a = {port, stop[0], result[1], {stop[1], result[0]}};
+    l->pid = spawn(run_load, &a);
+    close(stop[0]);
+    close(result[1]);
+    l->stop_fd = stop[1];
+    l->result_fd = result[0];
+}
+
+void load_stop(struct load *l, unsigned long *ok, unsigned long *failed) {
+    char buf[128];
+    close(l->stop_fd);
+    CHECK_INT(reap(l->pid, WAIT_MS), ==, 0);
+    ssize_t n = read(l->result_fd, buf, sizeof(buf) - 1);
+    close(l->result_fd);
+    buf[n > 0 ? n : 0] = '\0';
+    *ok = 0;
+    *failed = 1;
+    CHECK_INT(sscanf(buf, "ok %lu failed %lu", ok, failed), ==, 2);
+}

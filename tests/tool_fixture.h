@@ -51,6 +51,16 @@ int tcp_gen(int port);
 int unix_ask(const char *path, char *buf, size_t size);
 int udp_ask(int port, char *buf, size_t size);
 
+/* A load: a process sending requests to 127.0.0.1:PORT, one new connection each, counting
+ * answers and failures, until load_stop(). */
+struct load {
+    pid_t pid;
+    int stop_fd, result_fd;
+};
+void load_start(struct load *l, int port);
+/* Stop the load and collect its counts (a load that does not report fails the test). */
+void load_stop(struct load *l, unsigned long *ok, unsigned long *failed);
+
 #define RUN_TOOL(out, ...)                                                                         \
     run_tool_v(out, sizeof(out), (const char *const[]){"afdt", __VA_ARGS__, NULL})
 #define SV_START(s, ...)                                                                           \
