@@ -63,35 +63,44 @@ int fd_count(void) {
     return n - 1; /* the directory's own descriptor */
 }
 
-const char *tmp_path(const char *tag) {
-    static char paths[64][96];
-    static int n;
+const char *tmp_dir(void) {
     if (tmpdir[0] == '\0') {
         snprintf(tmpdir, sizeof(tmpdir), "/tmp/afdt-test-XXXXXX");
         if (mkdtemp(tmpdir) == NULL)
             harness_fail(__FILE__, __LINE__, "mkdtemp: %s", strerror(errno));
     }
+    return tmpdir;
+}
+
+const char *tmp_path(const char *tag) {
+    static char paths[64][96];
+    static int n;
     char *p = paths[n++ % 64];
-    snprintf(p, sizeof(paths[0]), "%s/%s-%d.sock", tmpdir, tag, n);
+    snprintf(p, sizeof(paths[0]), "%s/%s-%d.sock", tmp_dir(), tag, n);
     return p;
 }
 
-static void remove_tmpdir(void) {
-    if (tmpdir[0] == '\0')
-        return;
-    DIR *d = opendir(tmpdir);
+/* Remove what @dir holds, one level of subdirectories included, then @dir. */
+static void remove_dir(const char *dir, int depth) {
+    DIR *d = opendir(dir);
     if (d) {
         struct dirent *e;
         char p[512];
         while ((e = readdir(d)) != NULL) {
             if (e->d_name[0] == '.')
                 continue;
-            snprintf(p, sizeof(p), "%s/%s", tmpdir, e->d_name);
-            unlink(p);
+            snprintf(p, sizeof(p), "%s/%s", dir, e->d_name);
+            if (unlink(p) < 0 && errno == EISDIR && depth > 0)
+                remove_dir(p, depth - 1);
         }
         closedir(d);
     }
-    rmdir(tmpdir);
+    rmdir(dir);
+}
+
+static void remove_tmpdir(void) {
+    if (tmpdir[0] != '\0')
+        remove_dir(tmpdir, 1);
 }
 
 bool same_file(int a, int b) {

@@ -68,6 +68,8 @@ __attribute__((noreturn)) void harness_skip(const char *why);
 
 /* Descriptors open in this process. */
 int fd_count(void);
+/* This test's private directory (created on first use, removed with what it holds at exit). */
+const char *tmp_dir(void);
 /* A fresh socket path in this test's private directory (removed at exit). */
 const char *tmp_path(const char *tag);
 /* Whether two descriptors refer to the same open file (same dev and inode). */

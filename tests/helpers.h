@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
-/* Test helpers that know libafdt: a recorder of client callbacks, a full descriptor table. */
+/* Test helpers that know libafdt: a recorder of client callbacks, a full descriptor table,
+ * unprivileged users to test as. */
 #ifndef AFDT_TEST_HELPERS_H
 #define AFDT_TEST_HELPERS_H
 
@@ -7,6 +8,7 @@
 #include <event2/event_struct.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "afdt.h"
 
@@ -51,5 +53,41 @@ struct fill {
 void fill_descriptors(struct fill *f, unsigned limit);
 /* Close them and restore the old limit. */
 void release_descriptors(struct fill *f);
+
+/* Multi-user tests: the kernel treats root differently (descriptors in flight, RLIMIT_NOFILE,
+ * file permissions), so a test of what another user can do runs that user for real.
+ *
+ *     struct test_user u;
+ *     test_user("afdt-test-a", &u);       // skips the test (exit 77) unless we are root
+ *     pid_t pid = spawn_as_user(&u, 2048, squatter, arg);  // or fork() + drop_to_user()
+ *     ... wait_exit(pid) ...
+ *
+ * Users are system accounts (no home, no login shell) created once by useradd and kept; use
+ * one name per role in a test (afdt-test-a, afdt-test-b, ...), and a name of its own where a
+ * per-user kernel count matters (descriptors in flight are counted per uid, across processes
+ * and tests running at the same time).  user_tmp_path gives a socket path the user may bind. */
+struct test_user {
+    char name[32];
+    uid_t uid;
+    gid_t gid;
+};
+
+/* Fill *@ret with the unprivileged user @name, created by `useradd --system` if it does not
+ * exist yet (safe to call from tests running at the same time).  Not root, or no useradd on
+ * this machine: skips the running test with a message (exit 77, never returns). */
+void test_user(const char *name, struct test_user *ret);
+/* Like test_user, but returns -1 (with the reason on stderr) instead of skipping, 0 when *@ret
+ * is filled: for a test that can still check part of its promise without another user. */
+int test_user_try(const char *name, struct test_user *ret);
+/* In a forked child: when @nofile > 0 set RLIMIT_NOFILE to it (soft and hard; the soft limit
+ * only under valgrind, which keeps the hard one to itself), then drop every
+ * privilege to @u (setgroups, setgid, setuid) and check that root cannot be regained.  Fails
+ * the test (exit 1) on any error, so a child that returns from it is @u and nothing more. */
+void drop_to_user(const struct test_user *u, unsigned nofile);
+/* fork(); the child drops to @u (as drop_to_user) and exits with fn(arg). */
+pid_t spawn_as_user(const struct test_user *u, unsigned nofile, int (*fn)(void *), void *arg);
+/* A fresh socket path in a directory of this test's private directory that @u owns (removed at
+ * exit), so a process running as @u can bind there and we can still reach it. */
+const char *user_tmp_path(const struct test_user *u, const char *tag);
 
 #endif
