@@ -6,7 +6,13 @@
  *                                              how: "exit N" (exit at once), "hang" (never
  *                                              READY=1), "slow MS" (READY=1 after MS),
  *                                              "no-notify", "ignore-term", "as-nobody"
- *                                              (run as uid 65534); none: READY=1 now
+ *                                              (run as uid 65534); none: READY=1 now.
+ *                                              Before it, "daemonize" (the process started
+ *                                              exits 0 at once; a grandchild in a session
+ *                                              of its own serves) and "setsid-helper" (it
+ *                                              leaves a child in a session of its own, that
+ *                                              sleeps until a signal ends it) may come, in
+ *                                              that order.
  *   activated_server --describe                print what socket activation passed, exit
  *
  * Each stream connection sends one line and gets "gen=G pid=P name=NAME\n" (after an HTTP
@@ -150,6 +156,27 @@ static void answer(int fd, const char *name) {
         exit(atoi(req + 5));
 }
 
+/* fork(); the parent exits 0 at once, the child returns 0 (or -1 on failure). */
+static int fork_off(void) {
+    pid_t pid = fork();
+    if (pid > 0)
+        _exit(0);
+    return pid < 0 ? -1 : 0;
+}
+
+/* A child in a session of its own, out of the server's process group, as a helper that
+ * detaches itself would be; it does nothing until a signal ends it. */
+static int setsid_helper(void) {
+    pid_t pid = fork();
+    if (pid == 0) {
+        if (setsid() < 0)
+            _exit(2);
+        for (;;)
+            pause();
+    }
+    return pid < 0 ? -1 : 0;
+}
+
 int main(int argc, char **argv) {
     char behaviour[64] = "";
     if (argc == 2 && strcmp(argv[1], "--describe") == 0)
@@ -165,6 +192,24 @@ int main(int argc, char **argv) {
         fprintf(stderr, "usage: activated_server [--behaviour-file PATH | --describe]\n");
         return 2;
     }
+    /* Taken before daemonizing: the sockets are this process's (LISTEN_PID). */
+    int n = listen_count();
+    char *b = behaviour;
+    if (strncmp(b, "daemonize", 9) == 0) {
+        b += 9 + strspn(b + 9, " \n");
+        if (fork_off() < 0 || setsid() < 0 || fork_off() < 0) {
+            perror("activated_server: daemonize");
+            return 2;
+        }
+    }
+    if (strncmp(b, "setsid-helper", 13) == 0) {
+        b += 13 + strspn(b + 13, " \n");
+        if (setsid_helper() < 0) {
+            perror("activated_server: setsid helper");
+            return 2;
+        }
+    }
+    memmove(behaviour, b, strlen(b) + 1);
     if (strncmp(behaviour, "exit ", 5) == 0)
         return atoi(behaviour + 5);
     /* As a server that starts as root and serves as nobody, before it says READY=1. */
@@ -173,7 +218,6 @@ int main(int argc, char **argv) {
         perror("activated_server: dropping privileges");
         return 2;
     }
-    int n = listen_count();
     if (n == 0) {
         fprintf(stderr, "activated_server: no sockets (LISTEN_FDS, LISTEN_PID)\n");
         return 2;

@@ -193,7 +193,9 @@ int ask_stream(int family, const struct sockaddr *sa, socklen_t len, char *buf, 
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
     size_t got = 0;
     int r = -1;
-    if (connect(fd, sa, len) == 0 && send(fd, "hello\n", 6, MSG_NOSIGNAL) == 6) {
+    if (connect(fd, sa, len) < 0) {
+        r = errno == ECONNREFUSED ? -2 : -1;
+    } else if (send(fd, "hello\n", 6, MSG_NOSIGNAL) == 6) {
         ssize_t n;
         while (got < size - 1 && (n = recv(fd, buf + got, size - 1 - got, 0)) > 0)
             got += (size_t)n;
@@ -248,18 +250,23 @@ struct load_args {
 
 static int run_load(void *arg) {
     struct load_args *l = arg;
-    unsigned long ok = 0, failed = 0;
+    unsigned long ok = 0, failed = 0, refused = 0;
     close(l->parent_ends[0]);
     close(l->parent_ends[1]);
     struct pollfd pfd = {l->stop_fd, POLLIN, 0};
+    struct sockaddr_in a = loopback(l->port);
     while (poll(&pfd, 1, 1) == 0) {
-        if (tcp_gen(l->port) > 0)
+        char buf[256];
+        int r = ask_stream(AF_INET, (struct sockaddr *)&a, sizeof(a), buf, sizeof(buf));
+        if (r == 0 && strncmp(buf, "gen=", 4) == 0) {
             ok++;
-        else
+        } else {
             failed++;
+            refused += r == -2;
+        }
     }
-    char line[64];
-    int n = snprintf(line, sizeof(line), "ok %lu failed %lu", ok, failed);
+    char line[96];
+    int n = snprintf(line, sizeof(line), "ok %lu failed %lu refused %lu", ok, failed, refused);
     return write(l->result_fd, line, (size_t)n) == n ? 0 : 1;
 }
 
@@ -284,5 +291,5 @@ void load_stop(struct load *l, unsigned long *ok, unsigned long *failed) {
     buf[n > 0 ? n : 0] = '\0';
     *ok = 0;
     *failed = 1;
-    CHECK_INT(sscanf(buf, "ok %lu failed %lu", ok, failed), ==, 2);
+    CHECK_INT(sscanf(buf, "ok %lu failed %lu refused %lu", ok, failed, &l->refused), ==, 3);
 }

@@ -43,7 +43,8 @@ pid_t sv_spawn(struct sv *s, const char *const *opts);
 void sv_stop(struct sv *s);
 /* The port of the socket named @name, from "afdt status --json". */
 int sv_port(struct sv *s, const char *name);
-/* One line exchange with the test server over a new connection; @sa is its address. */
+/* One line exchange with the test server over a new connection; @sa is its address. Returns 0,
+ * -2 when the connection is refused, or -1. */
 int ask_stream(int family, const struct sockaddr *sa, socklen_t len, char *buf, size_t size);
 struct sockaddr_in loopback(int port);
 /* The generation that answers on 127.0.0.1:@port, or -1. */
@@ -56,6 +57,7 @@ int udp_ask(int port, char *buf, size_t size);
 struct load {
     pid_t pid;
     int stop_fd, result_fd;
+    unsigned long refused; /* of the failed requests, those refused at connect (load_stop) */
 };
 void load_start(struct load *l, int port);
 /* Stop the load and collect its counts (a load that does not report fails the test). */
