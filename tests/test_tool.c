@@ -591,3 +591,43 @@ TEST(a_stale_control_socket_left_by_a_killed_supervisor_is_replaced) {
     CHECK(!exists(lock));
     check_no_children();
 }
+
+/* Whether the "SigIgn:" or "SigBlk:" line of @status is all zeros. */
+static bool no_signals_in(const char *status, const char *field) {
+    const char *p = strstr(status, field);
+    if (p == NULL)
+        return false;
+    p += strlen(field);
+    while (*p == ' ' || *p == '\t')
+        p++;
+    return strspn(p, "0") == 16;
+}
+
+TEST(a_generation_starts_with_default_signal_dispositions_and_an_empty_mask) {
+    become_subreaper();
+    struct sv s;
+    sv_init(&s);
+    char seen[128], script[512], status[4096];
+    snprintf(seen, sizeof(seen), "%s", tmp_path("seen"));
+    /* The shell reads its own dispositions and mask, as exec left them, before the server. */
+    snprintf(script, sizeof(script), "grep ^Sig /proc/$$/status > %s; exec %s --behaviour-file %s",
+             seen, AFDT_TEST_SERVER, s.behaviour);
+    /* What an operator's shell may leave behind: an ignored and a blocked signal. */
+    signal(SIGUSR1, SIG_IGN);
+    sigset_t usr2, old;
+    sigemptyset(&usr2);
+    sigaddset(&usr2, SIGUSR2);
+    sigprocmask(SIG_BLOCK, &usr2, &old);
+    s.pid = start_tool(s.log, -1,
+                       (const char *const[]){"afdt", "serve", "--control", s.ctl, "--listen",
+                                             "web=tcp:127.0.0.1:0", "--ready-timeout", "0.3", "--",
+                                             "/bin/sh", "-c", script, NULL});
+    sigprocmask(SIG_SETMASK, &old, NULL);
+    signal(SIGUSR1, SIG_DFL);
+    CHECK(wait_log(s.log, "is ready", WAIT_MS));
+    read_file(seen, status, sizeof(status));
+    CHECK(no_signals_in(status, "SigIgn:"));
+    CHECK(no_signals_in(status, "SigBlk:"));
+    sv_stop(&s);
+    check_no_children();
+}

@@ -7,7 +7,8 @@
 #include <sys/time.h>
 #include <unistd.h>
 
-#include "afdt_tool.h"
+#include "log.h"
+#include "tool.h"
 
 /* How often a waiting client asks again. */
 #define POLL_MS 100

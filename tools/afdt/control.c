@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
-/* The supervisor's control channel, a libafdt server: its requests, and the status report. */
+/* The control protocol: requests, the greeting, the status report, and its libafdt server. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,19 +9,52 @@
 
 #include <event2/event.h>
 
-#include "supervisor.h"
+#include "control.h"
+#include "log.h"
 
-static const char *sup_state_str(enum sup_state st) {
-    switch (st) {
-    case SUP_STARTING: return "starting";
-    case SUP_RUNNING: return "running";
-    default: return "stopping";
+enum control_verb control_parse(const char *req, int *arg) {
+    *arg = 0;
+    if (strcmp(req, "hello") == 0)
+        return CTL_HELLO;
+    if (strcmp(req, "status") == 0)
+        return CTL_STATUS;
+    if (strcmp(req, "status json") == 0) {
+        *arg = 1;
+        return CTL_STATUS;
     }
+    if (strcmp(req, "restart") == 0)
+        return CTL_RESTART;
+    if (strncmp(req, "result ", 7) == 0) {
+        *arg = atoi(req + 7);
+        return CTL_RESULT;
+    }
+    if (strcmp(req, "stop") == 0)
+        return CTL_STOP;
+    if (strcmp(req, AFDT_LISTENERS_REQUEST) == 0)
+        return CTL_LISTENERS;
+    if (strcmp(req, "retire") == 0)
+        return CTL_RETIRE;
+    return CTL_UNKNOWN;
 }
 
-const struct outcome *control_outcome(const struct sup *s, int id) {
-    const struct outcome *o = &s->outcomes[id % SUP_OUTCOMES];
-    return id > 0 && o->id == id ? o : NULL;
+int control_hello(const struct sup *s, char *out, size_t cap) {
+    return snprintf(out, cap,
+                    "%s pid=%d gen=%d notify=%d restarts=%u rollbacks=%u restart=%d state=%s",
+                    TOOL_PROTOCOL, (int)getpid(), s->next_gen - 1, s->uses_notify, s->restarts,
+                    s->rollbacks, s->last_restart_id, sup_state_str(s->state));
+}
+
+int control_parse_hello(const char *resp, struct predecessor *p, char *state, size_t size) {
+    size_t plen = strlen(TOOL_PROTOCOL);
+    char word[16] = "";
+    int notify = 0;
+    if (strncmp(resp, TOOL_PROTOCOL, plen) != 0 || resp[plen] != ' ')
+        return -1;
+    sscanf(resp + plen, " pid=%d gen=%d notify=%d restarts=%u rollbacks=%u restart=%d state=%15s",
+           &p->pid, &p->gen, &notify, &p->restarts, &p->rollbacks, &p->last_restart_id, word);
+    p->uses_notify = notify != 0;
+    snprintf(state, size, "%s", word);
+    return 0;
 }
 
 static void json_str(FILE *f, const char *str) {
@@ -109,7 +142,7 @@ static void status_text(const struct sup *s, FILE *f) {
 }
 
 /* The status report in a memory file, sent as a descriptor: it can outgrow a frame. */
-static int status_fd(const struct sup *s, bool json) {
+int control_status_fd(const struct sup *s, bool json) {
     char *buf = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&buf, &len);
@@ -140,70 +173,6 @@ static int status_fd(const struct sup *s, bool json) {
     return fd;
 }
 
-static int on_request(const struct afdt_peer *peer, const uint8_t *request, uint32_t length,
-                      struct afdt_reply *reply, void *userdata) {
-    struct sup *s = userdata;
-    char req[AFDT_MSGLEN + 1], *out = (char *)reply->content, msg[320];
-    size_t cap = AFDT_MSGLEN;
-    int n;
-    memcpy(req, request, length);
-    req[length] = '\0';
-    if (strcmp(req, "hello") == 0) {
-        n = snprintf(out, cap,
-                     "%s pid=%d gen=%d notify=%d restarts=%u rollbacks=%u restart=%d state=%s",
-                     TOOL_PROTOCOL, (int)getpid(), s->next_gen - 1, s->uses_notify, s->restarts,
-                     s->rollbacks, s->last_restart_id, sup_state_str(s->state));
-    } else if (strcmp(req, "status") == 0 || strcmp(req, "status json") == 0) {
-        int fd = status_fd(s, req[6] != '\0');
-        if (fd < 0) {
-            n = snprintf(out, cap, "error cannot write the status: %s", strerror(errno));
-        } else {
-            reply->fds[0] = fd; /* closed by on_post */
-            reply->nfds = 1;
-            n = snprintf(out, cap, "ok");
-        }
-    } else if (strcmp(req, "restart") == 0) {
-        char origin[64];
-        snprintf(origin, sizeof(origin), "asked by pid %d", (int)peer->pid);
-        int id = sup_restart(s, origin, msg, sizeof(msg));
-        n = id < 0 ? snprintf(out, cap, "error %s", msg) : snprintf(out, cap, "started %d", id);
-    } else if (strncmp(req, "result ", 7) == 0) {
-        const struct outcome *o = control_outcome(s, atoi(req + 7));
-        if (o == NULL)
-            n = snprintf(out, cap, "error no such restart");
-        else if (o->state == OUTCOME_PENDING)
-            n = snprintf(out, cap, "pending");
-        else
-            n = snprintf(out, cap, "%s %s", o->state == OUTCOME_OK ? "ok" : "failed", o->text);
-    } else if (strcmp(req, "stop") == 0) {
-        n = snprintf(out, cap, "stopping pid=%d", (int)getpid());
-        snprintf(msg, sizeof(msg), "asked by pid %d", (int)peer->pid);
-        sup_stop(s, 0, msg);
-    } else if (strcmp(req, AFDT_LISTENERS_REQUEST) == 0) {
-        reply->named = s->named; /* the supervisor's own, kept open */
-        reply->nnamed = s->args->nls;
-        n = snprintf(out, cap, "%s", TOOL_PROTOCOL);
-    } else if (strcmp(req, "retire") == 0) {
-        n = snprintf(out, cap, "retiring pid=%d", (int)getpid());
-        sup_retire(s, (int)peer->pid);
-    } else {
-        n = snprintf(out, cap, "error unknown request \"%.60s\"", req);
-    }
-    reply->content_length = n < 0 ? 0 : (uint32_t)n < cap ? (uint32_t)n : (uint32_t)cap;
-    return 0;
-}
-
-static void on_post(const struct afdt_peer *peer, const uint8_t *request, uint32_t length,
-                    const struct afdt_reply *reply, int error, void *userdata) {
-    (void)peer;
-    (void)request;
-    (void)length;
-    (void)error;
-    (void)userdata;
-    for (uint32_t i = 0; i < reply->nfds; i++)
-        close(reply->fds[i]);
-}
-
 /* While the control channel is being opened, failures are kept for one message at the end. */
 static bool opening;
 static int open_errno;
@@ -222,47 +191,38 @@ static void on_error(const struct afdt_error_t *e, void *userdata) {
         err && e->message[0] ? ": " : "", e->message);
 }
 
-static int try_open(struct sup *s, const struct afdt_server_options *o) {
-    if (afdt_create_server_ex(s->args->control, s->eb, o, &s->server) >= 0)
-        return 0;
-    s->server = NULL;
-    return -1;
-}
-
-int control_open(struct sup *s, bool replacing) {
+void *control_serve(struct event_base *eb, const char *path, unsigned mode, bool replacing,
+                    afdt_request_ex_handler_t handler, afdt_post_ex_handler_t post,
+                    void *userdata) {
     static uint32_t uid;
     uid = (uint32_t)getuid();
     struct afdt_server_options o;
     memset(&o, 0, sizeof(o));
     o.size = sizeof(o);
     o.flags = AFDT_SERVER_REPLACE_STALE;
-    o.socket_mode = s->args->control_mode;
+    o.socket_mode = mode;
     o.n_allowed_uids = 1;
     o.allowed_uids = &uid;
-    o.request_handler = on_request;
-    o.post_handler = on_post;
+    o.request_handler = handler;
+    o.post_handler = post;
     o.error_handler = on_error;
-    o.userdata = s;
+    o.userdata = userdata;
     /* A predecessor's file may take a moment to go. */
-    int tries = replacing ? 30 : 1, r = -1;
+    int tries = replacing ? 30 : 1;
+    void *server = NULL;
     opening = true;
-    for (int i = 0; i < tries && r < 0; i++) {
+    for (int i = 0; i < tries && server == NULL; i++) {
         if (i)
             sleep_ms_tool(100);
-        r = try_open(s, &o);
+        if (afdt_create_server_ex(path, eb, &o, &server) < 0)
+            server = NULL;
     }
     opening = false;
-    if (r < 0) {
-        say("cannot serve the control channel at %s: %s%s%s", s->args->control,
-            strerror(open_errno), open_message[0] ? " - " : "", open_message);
-        return -1;
+    if (server == NULL) {
+        say("cannot serve the control channel at %s: %s%s%s", path, strerror(open_errno),
+            open_message[0] ? " - " : "", open_message);
+        return NULL;
     }
-    say("control channel at %s", s->args->control);
-    return 0;
-}
-
-void control_close(struct sup *s) {
-    if (s->server)
-        afdt_close_server(s->server);
-    s->server = NULL;
+    say("control channel at %s", path);
+    return server;
 }

@@ -13,7 +13,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "afdt_tool.h"
+#include "listeners.h"
+#include "log.h"
 
 int listener_parse(const char *arg, struct listener *l, char *why, size_t size) {
     memset(l, 0, sizeof(*l));

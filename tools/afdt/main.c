@@ -9,7 +9,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "afdt_tool.h"
+#include "log.h"
+#include "tool.h"
 
 #ifndef AFDT_TOOL_VERSION
 #define AFDT_TOOL_VERSION "1.0.0"
@@ -29,55 +30,6 @@ static const char usage_text[] =
     "abstract: unix:@NAME).  COMMAND gets the sockets by systemd's socket-activation\n"
     "convention (LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES) and may report READY=1 on\n"
     "NOTIFY_SOCKET.  See afdt(1).\n";
-
-static char tag[32] = "afdt";
-
-void say_with_pid(void) {
-    snprintf(tag, sizeof(tag), "afdt[%d]", (int)getpid());
-}
-
-void say(const char *fmt, ...) {
-    char line[1024];
-    int n = snprintf(line, sizeof(line), "%s: ", tag);
-    va_list ap;
-    va_start(ap, fmt);
-    int m = vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);
-    va_end(ap);
-    size_t len = (size_t)n + (m < 0 ? 0 : (size_t)m);
-    if (len > sizeof(line) - 2)
-        len = sizeof(line) - 2;
-    line[len++] = '\n';
-    /* One write per line, so lines from several supervisors sharing a terminal never mix. */
-    ssize_t w;
-    while ((w = write(STDERR_FILENO, line, len)) < 0 && errno == EINTR) {
-    }
-}
-
-int64_t now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-void sleep_ms_tool(int ms) {
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) < 0 && errno == EINTR) {
-    }
-}
-
-void format_age(int64_t ms, char *buf, size_t size) {
-    int64_t s = ms / 1000;
-    if (ms < 10000)
-        snprintf(buf, size, "%.1fs", (double)ms / 1000.0);
-    else if (s < 60)
-        snprintf(buf, size, "%llds", (long long)s);
-    else if (s < 3600)
-        snprintf(buf, size, "%lldm%02llds", (long long)(s / 60), (long long)(s % 60));
-    else if (s < 86400)
-        snprintf(buf, size, "%lldh%02lldm", (long long)(s / 3600), (long long)(s % 3600 / 60));
-    else
-        snprintf(buf, size, "%lldd%02lldh", (long long)(s / 86400), (long long)(s % 86400 / 3600));
-}
 
 __attribute__((noreturn, format(printf, 2, 3))) static void usage_error(const char *cmd,
                                                                         const char *fmt, ...) {

@@ -1,11 +1,15 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
-/* The supervisor's state, shared by serve.c, generation.c and control.c. */
-#ifndef AFDT_SUPERVISOR_H
-#define AFDT_SUPERVISOR_H
+/* The supervisor's state machine: the only part of afdt(1) that changes the supervisor's
+ * state.  Everything else (log, listeners, spawn, notify, control) is a leaf it calls. */
+#ifndef AFDT_SUP_H
+#define AFDT_SUP_H
 
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
 #include <sys/un.h>
 
-#include "afdt_tool.h"
+#include "tool.h"
 
 struct event;
 struct event_base;
@@ -38,6 +42,16 @@ struct outcome {
 
 enum sup_state { SUP_STARTING, SUP_RUNNING, SUP_STOPPING };
 
+/* What a running supervisor said of itself in its greeting, for a successor. */
+struct predecessor {
+    const char *path; /* its control path */
+    int pid;
+    int gen; /* its newest generation */
+    bool uses_notify;
+    unsigned restarts, rollbacks;
+    int last_restart_id;
+};
+
 struct sup {
     const struct serve_args *args;
     struct event_base *eb;
@@ -69,24 +83,22 @@ struct sup {
     struct event *sigs[4];
 };
 
-/* generation.c */
-struct gen *gen_spawn(struct sup *s, char *why, size_t size);
-void gen_drain(struct gen *g);
-void gen_free(struct gen *g);
-struct gen *gen_by_pid(struct sup *s, pid_t pid);
+/* A supervisor for @a, not yet running: takes NOTIFY_SOCKET (its own service manager's) out
+ * of the environment, so each generation gets its own. */
+void sup_init(struct sup *s, const struct serve_args *a);
+/* Continue from the running supervisor @p: its counters, and the takeover once our first
+ * generation is ready. */
+void sup_follow(struct sup *s, const struct predecessor *p);
+/* Run: the control channel (unless taking over), the first generation, the loop, until the
+ * supervisor stops.  The listeners must be acquired.  Returns the exit status; everything
+ * but the listeners is released (sup_retired() says whether their files are still ours). */
+int sup_run(struct sup *s);
+/* Whether the supervisor handed its sockets to a successor (their files are its now). */
+bool sup_retired(const struct sup *s);
+
+/* For the status report (control.c): names of states, the outcome of restart @id. */
 const char *gen_state_str(enum gen_state st);
-
-/* serve.c: what generation.c and control.c report or ask for */
-void sup_gen_ready(struct gen *g, const char *how);
-void sup_gen_timeout(struct gen *g);
-int sup_restart(struct sup *s, const char *origin, char *msg, size_t size);
-void sup_stop(struct sup *s, int code, const char *why);
-void sup_retire(struct sup *s, int successor_pid);
-void notify_parent(struct sup *s, const char *msg);
-
-/* control.c */
-int control_open(struct sup *s, bool replacing);
-void control_close(struct sup *s);
-const struct outcome *control_outcome(const struct sup *s, int id);
+const char *sup_state_str(enum sup_state st);
+const struct outcome *sup_outcome(const struct sup *s, int id);
 
 #endif

@@ -1,0 +1,22 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+/* The tool's messages and clocks: a leaf every other part of afdt(1) may use. */
+#ifndef AFDT_LOG_H
+#define AFDT_LOG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Print one line to stderr, in one write, prefixed with the program's tag (and, in the
+ * supervisor's log, a timestamp). */
+void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* From now on, lines are the supervisor's log: "TIME afdt[PID]: ..." (no time when stderr is
+ * the journal, which stamps lines itself). */
+void log_as_supervisor(void);
+/* Milliseconds on the monotonic clock. */
+int64_t now_ms(void);
+/* Sleep @ms milliseconds, across signals. */
+void sleep_ms_tool(int ms);
+/* Format a duration as "0.4s", "42s", "3m07s", "2h05m" or "3d04h". */
+void format_age(int64_t ms, char *buf, size_t size);
+
+#endif

@@ -1,0 +1,147 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+/* Starting a generation's process: libuv's uv_spawn recipe for signals, and exec errors
+ * reported through a pipe. */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "listeners.h"
+#include "spawn.h"
+
+extern char **environ;
+
+#define PID_ROOM 16 /* digits of a pid, and the NUL */
+
+static bool named_in(const char *var, const char *const *set, size_t nset) {
+    const char *eq = strchr(var, '=');
+    size_t len = eq ? (size_t)(eq - var) : strlen(var);
+    for (size_t i = 0; i < nset; i++)
+        if (strncmp(set[i], var, len) == 0 && set[i][len] == '=')
+            return true;
+    return len == 10 && strncmp(var, "LISTEN_PID", 10) == 0;
+}
+
+char **spawn_env(const char *const *set, size_t nset, char **ret_pid_digits) {
+    size_t n = 0, k = 0;
+    while (environ[n])
+        n++;
+    char **env = calloc(n + nset + 2, sizeof(char *));
+    if (env == NULL)
+        return NULL;
+    for (size_t i = 0; i < n; i++)
+        if (!named_in(environ[i], set, nset) && (env[k++] = strdup(environ[i])) == NULL)
+            goto fail;
+    for (size_t i = 0; i < nset; i++)
+        if ((env[k++] = strdup(set[i])) == NULL)
+            goto fail;
+    if ((env[k] = calloc(1, sizeof("LISTEN_PID=") + PID_ROOM)) == NULL)
+        goto fail;
+    strcpy(env[k], "LISTEN_PID=");
+    *ret_pid_digits = env[k] + sizeof("LISTEN_PID=") - 1;
+    return env;
+fail:
+    spawn_env_free(env);
+    return NULL;
+}
+
+void spawn_env_free(char **env) {
+    for (size_t i = 0; env && env[i]; i++)
+        free(env[i]);
+    free(env);
+}
+
+/* The decimal digits of @v into @buf (room for PID_ROOM): async-signal-safe. */
+static void put_digits(char *buf, long v) {
+    char tmp[PID_ROOM];
+    int n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v > 0 && n < PID_ROOM - 1);
+    for (int i = 0; i < n; i++)
+        buf[i] = tmp[n - 1 - i];
+    buf[n] = '\0';
+}
+
+/* The child's side, between fork and exec: only async-signal-safe calls. */
+__attribute__((noreturn)) static void child(const struct spawn_req *r, int err_fd, pid_t parent) {
+    int e;
+    /* Its own process group, so the whole generation can be signalled, and a Ctrl-C meant for
+     * the supervisor does not reach it. */
+    setpgid(0, 0);
+    /* A supervisor killed outright takes its generations with it (gracefully). */
+    if (prctl(PR_SET_PDEATHSIG, SIGTERM) < 0 || getppid() != parent)
+        _exit(127);
+    /* The supervisor's handlers (libevent's) must not run here, nor be inherited as ignored. */
+    for (int sig = 1; sig < NSIG; sig++) {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof(sa));
+        sa.sa_handler = SIG_DFL;
+        (void)sigaction(sig, &sa, NULL); /* SIGKILL, SIGSTOP and libc's own refuse: fine */
+    }
+    int ef = fcntl(err_fd, F_DUPFD_CLOEXEC, (int)(3 + r->nfds)); /* above the sockets' range */
+    if (ef < 0)
+        _exit(127);
+    if (place_listen_fds(r->fds, r->scratch, r->nfds) < 0)
+        goto fail;
+    put_digits(r->pid_digits, (long)getpid());
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    execvpe(r->argv[0], r->argv, r->env);
+fail:
+    e = errno;
+    while (write(ef, &e, sizeof(e)) < 0 && errno == EINTR) {
+    }
+    _exit(127);
+}
+
+pid_t spawn_start(const struct spawn_req *r, char *why, size_t size) {
+    int p[2], e = 0;
+    if (pipe2(p, O_CLOEXEC) < 0) {
+        snprintf(why, size, "cannot make a pipe: %s", strerror(errno));
+        return -1;
+    }
+    sigset_t all, old;
+    sigfillset(&all);
+    sigprocmask(SIG_SETMASK, &all, &old);
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid == 0)
+        child(r, p[1], parent);
+    int fork_errno = errno;
+    sigprocmask(SIG_SETMASK, &old, NULL);
+    close(p[1]);
+    if (pid < 0) {
+        close(p[0]);
+        snprintf(why, size, "fork: %s", strerror(fork_errno));
+        return -1;
+    }
+    setpgid(pid, pid); /* also here, so a signal sent at once finds the group */
+    /* The pipe closes at exec (close-on-exec), or brings the errno of a failed exec. */
+    ssize_t n;
+    while ((n = read(p[0], &e, sizeof(e))) < 0 && errno == EINTR) {
+    }
+    close(p[0]);
+    if (n != 0) {
+        int st;
+        while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+        }
+        snprintf(why, size, "cannot run %s: %s", r->argv[0],
+                 n == (ssize_t)sizeof(e) ? strerror(e) : "it failed before exec");
+        return -1;
+    }
+    return pid;
+}
+
+void spawn_signal(pid_t pid, int sig) {
+    kill(-pid, sig);
+    kill(pid, sig);
+}

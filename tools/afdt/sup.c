@@ -1,0 +1,631 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+/* The supervisor's state machine: every event (signals, child exits, notifications, timers,
+ * control requests) arrives here, and only here does the supervisor's state change. */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "control.h"
+#include "log.h"
+#include "notify.h"
+#include "spawn.h"
+#include "sup.h"
+
+static void gen_drain(struct gen *g);
+
+/* ---- names ---- */
+
+const char *gen_state_str(enum gen_state st) {
+    switch (st) {
+    case GEN_STARTING: return "starting";
+    case GEN_SERVING: return "serving";
+    default: return "draining";
+    }
+}
+
+const char *sup_state_str(enum sup_state st) {
+    switch (st) {
+    case SUP_STARTING: return "starting";
+    case SUP_RUNNING: return "running";
+    default: return "stopping";
+    }
+}
+
+const struct outcome *sup_outcome(const struct sup *s, int id) {
+    const struct outcome *o = &s->outcomes[id % SUP_OUTCOMES];
+    return id > 0 && o->id == id ? o : NULL;
+}
+
+static struct timeval ms_tv(int64_t ms) {
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+    return tv;
+}
+
+/* Tell our own service manager (systemd, or a supervisor above us) @msg. */
+static void tell_manager(struct sup *s, const char *msg) {
+    if (notify_send(s->parent_notify, msg) < 0)
+        say("cannot notify our own service manager: %s", strerror(errno));
+}
+
+static void describe_exit(int st, char *buf, size_t size, int *code) {
+    if (WIFEXITED(st)) {
+        *code = WEXITSTATUS(st);
+        snprintf(buf, size, "exited with status %d", *code);
+    } else {
+        *code = 128 + WTERMSIG(st);
+        snprintf(buf, size, "was killed by signal %d (%s)", WTERMSIG(st), strsignal(WTERMSIG(st)));
+    }
+}
+
+/* ---- the supervisor's transitions ---- */
+
+static void finish_if_done(struct sup *s) {
+    if (s->state == SUP_STOPPING && s->gens == NULL)
+        event_base_loopexit(s->eb, NULL);
+}
+
+static void finish_restart(struct sup *s, bool ok, const char *text) {
+    struct outcome *o = &s->outcomes[s->restart_id % SUP_OUTCOMES];
+    o->state = ok ? OUTCOME_OK : OUTCOME_FAILED;
+    snprintf(o->text, sizeof(o->text), "%s", text);
+    say("restart %d %s: %s", s->restart_id, ok ? "succeeded" : "failed", text);
+    s->restart_id = 0;
+}
+
+static void close_control(struct sup *s) {
+    if (s->server)
+        afdt_close_server(s->server);
+    s->server = NULL;
+}
+
+static void stop(struct sup *s, int code, const char *why) {
+    if (s->state == SUP_STOPPING)
+        return;
+    s->state = SUP_STOPPING;
+    s->exit_code = code;
+    say("stopping (%s)", why);
+    tell_manager(s, "STOPPING=1");
+    if (s->restart_id)
+        finish_restart(s, false, "the supervisor is stopping");
+    s->starting = NULL;
+    s->current = NULL;
+    for (struct gen *g = s->gens; g; g = g->next)
+        gen_drain(g);
+    finish_if_done(s);
+}
+
+static void retire(struct sup *s, int successor_pid) {
+    say("handing over to the supervisor with pid %d and retiring", successor_pid);
+    /* The socket files and the control path are the successor's from now on. */
+    s->retiring = true;
+    close_control(s);
+    stop(s, 0, "retired");
+}
+
+/* The generation on trial failed (@g still running, or NULL when it has exited). */
+static void start_failed(struct sup *s, struct gen *g, const char *what, int code) {
+    char text[320];
+    s->starting = NULL;
+    if (g)
+        gen_drain(g);
+    if (s->restart_id) {
+        s->rollbacks++;
+        if (s->current)
+            snprintf(text, sizeof(text), "%s; rolled back: generation %d (pid %d) keeps serving",
+                     what, s->current->id, (int)s->current->pid);
+        else
+            snprintf(text, sizeof(text), "%s, and the serving generation had exited", what);
+        finish_restart(s, false, text);
+        tell_manager(s, "READY=1");
+        if (s->current == NULL)
+            stop(s, s->current_exit < 0 ? 1 : s->current_exit, "no generation left to serve");
+        return;
+    }
+    if (s->pred_path) {
+        say("%s; upgrade abandoned, the running supervisor keeps serving", what);
+        stop(s, 1, "upgrade abandoned");
+        return;
+    }
+    (void)what; /* its exit is in the log already */
+    stop(s, code, "its first generation exited");
+}
+
+static int on_control(const struct afdt_peer *peer, const uint8_t *request, uint32_t length,
+                      struct afdt_reply *reply, void *userdata);
+static void on_control_done(const struct afdt_peer *peer, const uint8_t *request, uint32_t length,
+                            const struct afdt_reply *reply, int error, void *userdata);
+
+static int open_control(struct sup *s, bool replacing) {
+    s->server = control_serve(s->eb, s->args->control, s->args->control_mode, replacing, on_control,
+                              on_control_done, s);
+    return s->server ? 0 : -1;
+}
+
+/* Tell the predecessor to retire, then take the control path over. */
+static void complete_takeover(struct sup *s) {
+    char resp[128];
+    const char *path = s->pred_path;
+    if (ask(path, "retire", resp, sizeof(resp), NULL, NULL, NULL) == 0 &&
+        strncmp(resp, "retiring", 8) == 0)
+        say("the old supervisor (pid %d) is retiring", s->pred_pid);
+    else
+        say("the old supervisor (pid %d) did not agree to retire; taking its control path anyway",
+            s->pred_pid);
+    s->pred_path = NULL;
+    s->state = SUP_RUNNING;
+    listeners_adopt(s->args->ls, s->args->nls);
+    if (open_control(s, true) < 0)
+        say("no control channel: SIGHUP restarts, SIGTERM stops");
+}
+
+static void gen_ready(struct gen *g, const char *how) {
+    struct sup *s = g->sup;
+    if (g != s->starting)
+        return; /* a serving generation saying it again, or one already given up */
+    s->starting = NULL;
+    evtimer_del(g->timer);
+    g->state = GEN_SERVING;
+    struct gen *old = s->current;
+    s->current = g;
+    if (s->restart_id) {
+        char text[320];
+        s->restarts++;
+        if (old)
+            snprintf(text, sizeof(text),
+                     "generation %d (pid %d) took over (%s); generation %d (pid %d) drains", g->id,
+                     (int)g->pid, how, old->id, (int)old->pid);
+        else
+            snprintf(text, sizeof(text), "generation %d (pid %d) took over (%s)", g->id,
+                     (int)g->pid, how);
+        finish_restart(s, true, text);
+        s->current_exit = -1;
+        if (old)
+            gen_drain(old);
+        tell_manager(s, "READY=1");
+        return;
+    }
+    say("generation %d (pid %d) is ready (%s)", g->id, (int)g->pid, how);
+    if (s->pred_path)
+        complete_takeover(s);
+    s->state = SUP_RUNNING;
+    tell_manager(s, "READY=1");
+}
+
+static void gen_ready_timeout(struct gen *g) {
+    struct sup *s = g->sup;
+    char t[32], what[200];
+    format_age(s->args->ready_timeout_ms, t, sizeof(t));
+    if (!s->uses_notify) {
+        /* It never used NOTIFY_SOCKET: having run this long is all we can know. */
+        snprintf(what, sizeof(what), "it ran %s without exiting", t);
+        gen_ready(g, what);
+        return;
+    }
+    snprintf(what, sizeof(what), "generation %d (pid %d) did not send READY=1 within %s", g->id,
+             (int)g->pid, t);
+    start_failed(s, g, what, 1);
+}
+
+/* ---- generations ---- */
+
+static struct gen *gen_by_pid(struct sup *s, pid_t pid) {
+    for (struct gen *g = s->gens; g; g = g->next)
+        if (g->pid == pid)
+            return g;
+    return NULL;
+}
+
+static void gen_free(struct gen *g) {
+    for (struct gen **pp = &g->sup->gens; *pp; pp = &(*pp)->next) {
+        if (*pp == g) {
+            *pp = g->next;
+            break;
+        }
+    }
+    if (g->notify_ev)
+        event_free(g->notify_ev);
+    if (g->timer)
+        event_free(g->timer);
+    if (g->notify_fd >= 0) {
+        (void)unlink(g->notify_path);
+        close(g->notify_fd);
+    }
+    free(g);
+}
+
+static void gen_drain(struct gen *g) {
+    if (g->state == GEN_DRAINING)
+        return;
+    g->state = GEN_DRAINING;
+    kill(g->pid, SIGTERM);
+    struct timeval tv = ms_tv(g->sup->args->drain_timeout_ms);
+    evtimer_add(g->timer, &tv);
+}
+
+/* What a generation said on its NOTIFY_SOCKET. */
+static void gen_notified(struct gen *g, const struct notify_msg *m) {
+    if (m->has_status)
+        snprintf(g->status, sizeof(g->status), "%s", m->status);
+    if (m->stopping)
+        say("generation %d (pid %d) is stopping", g->id, (int)g->pid);
+    if (m->errno_value)
+        say("generation %d (pid %d) reports an error: %s", g->id, (int)g->pid,
+            strerror(m->errno_value));
+    if (m->has_extend && g->state == GEN_STARTING) {
+        /* It asks for more time to get ready: from now, not from the start. */
+        struct timeval tv = ms_tv(m->extend_usec / 1000);
+        evtimer_add(g->timer, &tv);
+    }
+    if (m->ready) {
+        g->sup->uses_notify = true;
+        gen_ready(g, "it sent READY=1"); /* last: it may end the generation's trial */
+    }
+}
+
+static void on_notify(evutil_socket_t fd, short what, void *arg) {
+    (void)what;
+    struct gen *g = arg;
+    struct notify_msg m;
+    for (int i = 0; i < 64 && notify_read(fd, &m) > 0; i++) {
+        if (!notify_sender_in(&m, g->pid)) {
+            say("generation %d: ignored a notification from pid %d (uid %u), not one of its "
+                "processes",
+                g->id, (int)m.pid, (unsigned)m.uid);
+            continue;
+        }
+        gen_notified(g, &m);
+    }
+}
+
+static void on_gen_timer(evutil_socket_t fd, short what, void *arg) {
+    (void)fd;
+    (void)what;
+    struct gen *g = arg;
+    if (g->state == GEN_STARTING) {
+        gen_ready_timeout(g);
+    } else if (g->state == GEN_DRAINING) {
+        char t[32];
+        format_age(g->sup->args->drain_timeout_ms, t, sizeof(t));
+        say("generation %d (pid %d) did not exit within the drain timeout (%s): SIGKILL", g->id,
+            (int)g->pid, t);
+        spawn_signal(g->pid, SIGKILL);
+    }
+}
+
+/* Start generation s->next_gen: its notify socket, then COMMAND.  NULL with @why on failure. */
+static struct gen *gen_start(struct sup *s, char *why, size_t size) {
+    struct gen *g = calloc(1, sizeof(*g));
+    if (g == NULL) {
+        snprintf(why, size, "out of memory");
+        return NULL;
+    }
+    g->sup = s;
+    g->id = s->next_gen++;
+    g->notify_fd = -1;
+    snprintf(g->notify_path, sizeof(g->notify_path), "%s/notify-%d", s->tmpdir, g->id);
+    g->notify_fd = notify_open(g->notify_path);
+    if (g->notify_fd < 0) {
+        snprintf(why, size, "cannot make its notify socket: %s", strerror(errno));
+        goto fail;
+    }
+    g->notify_ev = event_new(s->eb, g->notify_fd, EV_READ | EV_PERSIST, on_notify, g);
+    g->timer = evtimer_new(s->eb, on_gen_timer, g);
+    if (g->notify_ev == NULL || g->timer == NULL || event_add(g->notify_ev, NULL) < 0) {
+        snprintf(why, size, "cannot watch its notify socket");
+        goto fail;
+    }
+    char nfds[32], notify[sizeof(g->notify_path) + 16], gen[32], *pid_digits;
+    snprintf(nfds, sizeof(nfds), "LISTEN_FDS=%u", s->args->nls);
+    snprintf(notify, sizeof(notify), "NOTIFY_SOCKET=%s", g->notify_path);
+    snprintf(gen, sizeof(gen), "AFDT_GENERATION=%d", g->id);
+    const char *set[] = {nfds, s->fdnames, notify, gen};
+    char **env = spawn_env(set, 4, &pid_digits);
+    if (env == NULL) {
+        snprintf(why, size, "out of memory");
+        goto fail;
+    }
+    struct spawn_req r = {.argv = s->args->argv,
+                          .fds = s->fds,
+                          .scratch = s->scratch,
+                          .nfds = s->args->nls,
+                          .env = env,
+                          .pid_digits = pid_digits};
+    g->pid = spawn_start(&r, why, size);
+    spawn_env_free(env);
+    if (g->pid < 0) {
+        g->pid = 0;
+        goto fail;
+    }
+    g->started_ms = now_ms();
+    g->state = GEN_STARTING;
+    struct timeval tv = ms_tv(s->args->ready_timeout_ms);
+    evtimer_add(g->timer, &tv);
+    g->next = s->gens;
+    s->gens = g;
+    say("generation %d started: pid %d", g->id, (int)g->pid);
+    return g;
+fail:
+    gen_free(g);
+    return NULL;
+}
+
+static int restart(struct sup *s, const char *origin, char *msg, size_t size) {
+    if (s->state == SUP_STOPPING) {
+        snprintf(msg, size, "stopping: the supervisor is shutting down");
+        return -1;
+    }
+    if (s->starting && s->restart_id == 0) {
+        snprintf(msg, size, "busy: generation %d is still starting", s->starting->id);
+        return -1;
+    }
+    if (s->starting) {
+        snprintf(msg, size, "busy: a restart is in progress (generation %d is starting)",
+                 s->starting->id);
+        return -1;
+    }
+    int id = ++s->last_restart_id;
+    struct outcome *o = &s->outcomes[id % SUP_OUTCOMES];
+    o->id = id;
+    o->state = OUTCOME_PENDING;
+    o->text[0] = '\0';
+    s->restart_id = id;
+    say("restart %d (%s): starting generation %d", id, origin, s->next_gen);
+    char why[256];
+    struct gen *g = gen_start(s, why, sizeof(why));
+    if (g == NULL) {
+        start_failed(s, NULL, why, 1);
+        return id;
+    }
+    s->starting = g;
+    char reloading[64];
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    snprintf(reloading, sizeof(reloading), "RELOADING=1\nMONOTONIC_USEC=%lld",
+             (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000);
+    tell_manager(s, reloading);
+    return id;
+}
+
+static void gen_exited(struct sup *s, struct gen *g, int st) {
+    char how[96], what[200];
+    int code, id = g->id;
+    pid_t pid = g->pid;
+    describe_exit(st, how, sizeof(how), &code);
+    say("generation %d (pid %d) %s", id, (int)pid, how);
+    kill(-pid, SIGKILL); /* anything it left behind in its process group */
+    bool was_starting = g == s->starting, was_current = g == s->current;
+    gen_free(g);
+    if (was_starting) {
+        snprintf(what, sizeof(what), "generation %d (pid %d) %s before it was ready", id, (int)pid,
+                 how);
+        start_failed(s, NULL, what, code);
+    } else if (was_current) {
+        s->current = NULL;
+        if (s->starting) {
+            s->current_exit = code;
+            say("waiting for generation %d to take over", s->starting->id);
+        } else {
+            stop(s, code, "the serving generation exited on its own");
+        }
+    }
+    finish_if_done(s);
+}
+
+/* ---- events from outside: signals and the control channel ---- */
+
+static void on_signal(evutil_socket_t sig, short what, void *arg) {
+    (void)what;
+    struct sup *s = arg;
+    if (sig == SIGCHLD) {
+        int st;
+        pid_t pid;
+        while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
+            struct gen *g = gen_by_pid(s, pid);
+            if (g)
+                gen_exited(s, g, st);
+        }
+    } else if (sig == SIGHUP) {
+        char msg[200];
+        if (restart(s, "SIGHUP", msg, sizeof(msg)) < 0)
+            say("SIGHUP: no restart: %s", msg);
+    } else {
+        stop(s, 0, sig == SIGINT ? "SIGINT" : "SIGTERM");
+    }
+}
+
+static int on_control(const struct afdt_peer *peer, const uint8_t *request, uint32_t length,
+                      struct afdt_reply *reply, void *userdata) {
+    struct sup *s = userdata;
+    char req[AFDT_MSGLEN + 1], *out = (char *)reply->content, msg[320];
+    size_t cap = AFDT_MSGLEN;
+    int n, arg;
+    memcpy(req, request, length);
+    req[length] = '\0';
+    switch (control_parse(req, &arg)) {
+    case CTL_HELLO: n = control_hello(s, out, cap); break;
+    case CTL_STATUS: {
+        int fd = control_status_fd(s, arg == 1);
+        if (fd < 0) {
+            n = snprintf(out, cap, "error cannot write the status: %s", strerror(errno));
+            break;
+        }
+        reply->fds[0] = fd; /* closed by on_control_done */
+        reply->nfds = 1;
+        n = snprintf(out, cap, "ok");
+        break;
+    }
+    case CTL_RESTART: {
+        char origin[64];
+        snprintf(origin, sizeof(origin), "asked by pid %d", (int)peer->pid);
+        int id = restart(s, origin, msg, sizeof(msg));
+        n = id < 0 ? snprintf(out, cap, "error %s", msg) : snprintf(out, cap, "started %d", id);
+        break;
+    }
+    case CTL_RESULT: {
+        const struct outcome *o = sup_outcome(s, arg);
+        if (o == NULL)
+            n = snprintf(out, cap, "error no such restart");
+        else if (o->state == OUTCOME_PENDING)
+            n = snprintf(out, cap, "pending");
+        else
+            n = snprintf(out, cap, "%s %s", o->state == OUTCOME_OK ? "ok" : "failed", o->text);
+        break;
+    }
+    case CTL_STOP:
+        n = snprintf(out, cap, "stopping pid=%d", (int)getpid());
+        snprintf(msg, sizeof(msg), "asked by pid %d", (int)peer->pid);
+        stop(s, 0, msg);
+        break;
+    case CTL_LISTENERS:
+        reply->named = s->named; /* the supervisor's own, kept open */
+        reply->nnamed = s->args->nls;
+        n = snprintf(out, cap, "%s", TOOL_PROTOCOL);
+        break;
+    case CTL_RETIRE:
+        n = snprintf(out, cap, "retiring pid=%d", (int)getpid());
+        retire(s, (int)peer->pid);
+        break;
+    default: n = snprintf(out, cap, "error unknown request \"%.60s\"", req); break;
+    }
+    reply->content_length = n < 0 ? 0 : (uint32_t)n < cap ? (uint32_t)n : (uint32_t)cap;
+    return 0;
+}
+
+static void on_control_done(const struct afdt_peer *peer, const uint8_t *request, uint32_t length,
+                            const struct afdt_reply *reply, int error, void *userdata) {
+    (void)peer;
+    (void)request;
+    (void)length;
+    (void)error;
+    (void)userdata;
+    for (uint32_t i = 0; i < reply->nfds; i++)
+        close(reply->fds[i]);
+}
+
+/* ---- set-up and the loop ---- */
+
+void sup_init(struct sup *s, const struct serve_args *a) {
+    memset(s, 0, sizeof(*s));
+    s->args = a;
+    s->next_gen = 1;
+    s->current_exit = -1;
+    s->started_ms = now_ms();
+    const char *ns = getenv("NOTIFY_SOCKET");
+    if (ns && strlen(ns) < sizeof(s->parent_notify))
+        snprintf(s->parent_notify, sizeof(s->parent_notify), "%s", ns);
+    unsetenv("NOTIFY_SOCKET"); /* each generation gets its own */
+}
+
+void sup_follow(struct sup *s, const struct predecessor *p) {
+    s->pred_path = p->path;
+    s->pred_pid = p->pid;
+    s->next_gen = p->gen + 1;
+    s->uses_notify = p->uses_notify;
+    s->restarts = p->restarts;
+    s->rollbacks = p->rollbacks;
+    s->last_restart_id = p->last_restart_id;
+}
+
+bool sup_retired(const struct sup *s) {
+    return s->retiring;
+}
+
+/* The sockets in the shapes the generations and "listeners" need. */
+static int prepare_sets(struct sup *s) {
+    const struct serve_args *a = s->args;
+    size_t names = sizeof("LISTEN_FDNAMES=");
+    for (uint32_t i = 0; i < a->nls; i++)
+        names += strlen(a->ls[i].name) + 1;
+    s->named = calloc(a->nls, sizeof(*s->named));
+    s->fds = calloc(a->nls, sizeof(int));
+    s->scratch = calloc(a->nls, sizeof(int));
+    s->fdnames = calloc(1, names);
+    if (!s->named || !s->fds || !s->scratch || !s->fdnames) {
+        say("out of memory");
+        return -1;
+    }
+    strcpy(s->fdnames, "LISTEN_FDNAMES=");
+    for (uint32_t i = 0; i < a->nls; i++) {
+        char addr[160];
+        s->named[i].fd = s->fds[i] = a->ls[i].fd;
+        memcpy(s->named[i].name, a->ls[i].name, sizeof(s->named[i].name));
+        if (i)
+            strcat(s->fdnames, ":");
+        strcat(s->fdnames, a->ls[i].name);
+        describe_socket(a->ls[i].fd, addr, sizeof(addr), NULL);
+        say("socket %s: %s on %s (%s)", a->ls[i].name, a->ls[i].spec, addr,
+            listener_source_str(a->ls[i].source));
+    }
+    return 0;
+}
+
+static int make_tmpdir(struct sup *s) {
+    const char *base = getenv("TMPDIR");
+    if (base == NULL || base[0] != '/' || strlen(base) > 40)
+        base = "/tmp";
+    snprintf(s->tmpdir, sizeof(s->tmpdir), "%s/afdt-XXXXXX", base);
+    if (mkdtemp(s->tmpdir) == NULL) {
+        say("cannot make a private directory in %s: %s", base, strerror(errno));
+        s->tmpdir[0] = '\0';
+        return -1;
+    }
+    /* Searchable, not listable: a generation that drops its privileges can still reach its
+     * NOTIFY_SOCKET, whose senders are checked one by one. */
+    (void)chmod(s->tmpdir, 0711);
+    return 0;
+}
+
+static int watch_signals(struct sup *s) {
+    const int sigs[4] = {SIGCHLD, SIGHUP, SIGTERM, SIGINT};
+    for (int i = 0; i < 4; i++) {
+        s->sigs[i] = evsignal_new(s->eb, sigs[i], on_signal, s);
+        if (s->sigs[i] == NULL || event_add(s->sigs[i], NULL) < 0) {
+            say("cannot watch signal %d", sigs[i]);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int sup_run(struct sup *s) {
+    int rc = 1;
+    char why[256];
+    s->eb = event_base_new();
+    if (s->eb == NULL || prepare_sets(s) < 0 || make_tmpdir(s) < 0 || watch_signals(s) < 0)
+        goto out;
+    if (s->pred_path == NULL && open_control(s, false) < 0)
+        goto out;
+    s->starting = gen_start(s, why, sizeof(why));
+    if (s->starting == NULL) {
+        say("%s", why);
+        goto out;
+    }
+    event_base_dispatch(s->eb);
+    rc = s->exit_code;
+    say("stopped; exit status %d", rc);
+out:
+    close_control(s);
+    while (s->gens) /* only after a failure to start the loop */
+        gen_free(s->gens);
+    if (s->tmpdir[0])
+        rmdir(s->tmpdir);
+    for (int i = 0; i < 4; i++)
+        if (s->sigs[i])
+            event_free(s->sigs[i]);
+    if (s->eb)
+        event_base_free(s->eb);
+    free(s->named);
+    free(s->fds);
+    free(s->scratch);
+    free(s->fdnames);
+    return rc;
+}

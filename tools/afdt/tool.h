@@ -1,0 +1,49 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+/* What the command line (main.c) hands to each command: afdt serve and its clients. */
+#ifndef AFDT_TOOL_H
+#define AFDT_TOOL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <afdt.h>
+
+#include "listeners.h"
+
+/* Exit status for a command line the tool does not understand. */
+#define TOOL_EXIT_USAGE 2
+/* The version of the control protocol, in the supervisor's greeting. */
+#define TOOL_PROTOCOL "afdt-supervisor 1"
+/* How long one control exchange may take. */
+#define TOOL_ASK_TIMEOUT_S 5
+
+/* ---- serve.c ---- */
+
+struct serve_args {
+    const char *control;
+    unsigned control_mode;
+    struct listener *ls;
+    uint32_t nls;
+    int64_t ready_timeout_ms;
+    int64_t drain_timeout_ms;
+    char **argv; /* COMMAND [ARG...], NULL-terminated */
+};
+
+/* Run the supervisor; returns the process's exit status. */
+int serve_main(const struct serve_args *a);
+
+/* ---- client.c ---- */
+
+/* One exchange with the supervisor (or any libafdt server) at @path, with the client's
+ * timeout.  @resp gets a NUL-terminated answer.  @fd (may be NULL) gets a descriptor that
+ * came with it, or -1.  @named (may be NULL) gets a named set.  Returns 0, or -1 after
+ * saying why. */
+int ask(const char *path, const char *request, char *resp, size_t size, int *fd,
+        struct afdt_named_fd **named, uint32_t *nnamed);
+int cmd_restart(const char *control);
+int cmd_status(const char *control, bool json);
+int cmd_stop(const char *control);
+int cmd_exec(const char *from, const char *request, const char *const *names, uint32_t nnames,
+             char **argv);
+
+#endif
