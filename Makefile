@@ -31,6 +31,12 @@ demo-supervisor: all
 bench: all
 	sh bench/run.sh $(BUILD)
 
+# Stock servers (lighttpd, nginx, HAProxy, gunicorn, uvicorn, Node) restarted under load by afdt,
+# by their own reloads and naively, side by side (installs them; writes docs/RESTARTS.md).
+.PHONY: bench-restarts
+bench-restarts: all
+	bash bench/restarts/run.sh $(BUILD)
+
 install: all
 	cmake --install $(BUILD) --prefix $(PREFIX)
 
