@@ -30,6 +30,7 @@ struct proc_view {
     bool *seen;
     struct held *held;
     size_t nheld, cap;
+    bool unsure;
 };
 
 unsigned long ready_socket_inode(int fd) {
@@ -170,7 +171,8 @@ static int scan_thread(struct proc_view *v, pid_t tid) {
     if (sscanf(buf, "%ld %lx %lx %lx %lx %lx %lx", &nr, &a[0], &a[1], &a[2], &a[3], &a[4], &a[5]) !=
         7)
         return 0;
-    if (nr == SYS_accept || nr == SYS_accept4)
+    if (nr == SYS_accept || nr == SYS_accept4 || nr == SYS_recvfrom || nr == SYS_recvmsg ||
+        nr == SYS_recvmmsg || nr == SYS_read)
         mark_fd(v, (long)a[0]);
     else if (nr == SYS_ppoll)
         scan_poll(v, tid, a[0], a[1]);
@@ -183,6 +185,10 @@ static int scan_thread(struct proc_view *v, pid_t tid) {
 #ifdef SYS_select
     else if (nr == SYS_select)
         scan_select(v, tid, a[0], a[1]);
+#endif
+#ifdef SYS_io_uring_enter
+    else if (nr == SYS_io_uring_enter)
+        v->unsure = true; /* it may accept through the ring: nothing to see here */
 #endif
     return 0;
 }
@@ -210,5 +216,50 @@ int ready_scan_process(pid_t pid, const unsigned long *inos, size_t n, bool *see
     if (rc == 0 && v.nheld > 0)
         rc = scan_threads(&v);
     free(v.held);
-    return rc;
+    return rc == 0 && v.unsure ? 1 : rc;
+}
+
+/* Appends the children of every thread of @pid to @pids (up to @max in all). */
+static size_t add_children(pid_t pid, pid_t *pids, size_t n, size_t max) {
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+    DIR *d = opendir(path);
+    struct dirent *de;
+    if (d == NULL)
+        return n;
+    while ((de = readdir(d)) != NULL) {
+        if (de->d_name[0] == '.')
+            continue;
+        char file[96];
+        snprintf(file, sizeof(file), "%s/%d/children", path, atoi(de->d_name));
+        FILE *f = fopen(file, "re");
+        if (f == NULL)
+            continue;
+        int child;
+        while (n < max && fscanf(f, "%d", &child) == 1)
+            pids[n++] = (pid_t)child;
+        fclose(f);
+    }
+    closedir(d);
+    return n;
+}
+
+enum ready_verdict ready_check_tree(pid_t root, const unsigned long *inos, size_t n) {
+    pid_t pids[READY_MAX_PROCS];
+    bool seen[READY_MAX_SOCKETS] = {false}, unsure = false;
+    size_t npids = 1, all = 0;
+    if (n == 0 || n > READY_MAX_SOCKETS)
+        return READY_CANNOT_TELL;
+    pids[0] = root;
+    for (size_t i = 0; i < npids; i++) {
+        int rc = ready_scan_process(pids[i], inos, n, seen);
+        if (rc != 0 && rc != -ESRCH)
+            unsure = true;
+        npids = add_children(pids[i], pids, npids, READY_MAX_PROCS);
+    }
+    for (size_t i = 0; i < n; i++)
+        all += seen[i];
+    if (all == n)
+        return READY_ACCEPTING;
+    return unsure ? READY_CANNOT_TELL : READY_NOT_YET;
 }
