@@ -4,9 +4,13 @@
  *
  *   activated_server [--behaviour-file PATH]   serve; PATH's first line, read at start, says
  *                                              how: "exit N" (exit at once), "hang" (never
- *                                              READY=1), "slow MS" (READY=1 after MS),
- *                                              "no-notify", "ignore-term", "as-nobody"
- *                                              (run as uid 65534); none: READY=1 now.
+ *                                              READY=1 nor accepts), "slow MS" (READY=1
+ *                                              and accepts after MS), "early MS" (READY=1
+ *                                              now, accepts after MS), "die MS" (never
+ *                                              READY=1 nor accepts, exits 1 after MS),
+ *                                              "no-notify" (accepts, never READY=1),
+ *                                              "ignore-term", "as-nobody" (run as uid
+ *                                              65534); none: READY=1 and accepts now.
  *                                              Before it, "daemonize" (the process started
  *                                              exits 0 at once; a grandchild in a session
  *                                              of its own serves) and "setsid-helper" (it
@@ -238,26 +242,37 @@ int main(int argc, char **argv) {
         fcntl(3 + i, F_SETFL, fcntl(3 + i, F_GETFL) | O_NONBLOCK);
         fcntl(3 + i, F_SETFD, FD_CLOEXEC);
     }
-    int slow = strncmp(behaviour, "slow ", 5) == 0 ? atoi(behaviour + 5) : 0;
-    bool quiet = strncmp(behaviour, "hang", 4) == 0 || strncmp(behaviour, "no-notify", 9) == 0;
+    /* When it says READY=1, starts accepting, exits (ms from now; -1: never). */
+    long ready_at = 0, accept_at = 0, die_at = -1;
+    if (strncmp(behaviour, "slow ", 5) == 0)
+        ready_at = accept_at = atol(behaviour + 5);
+    else if (strncmp(behaviour, "early ", 6) == 0)
+        accept_at = atol(behaviour + 6);
+    else if (strncmp(behaviour, "no-notify", 9) == 0)
+        ready_at = -1;
+    else if (strncmp(behaviour, "hang", 4) == 0)
+        ready_at = accept_at = -1;
+    else if (strncmp(behaviour, "die ", 4) == 0)
+        ready_at = accept_at = -1, die_at = atol(behaviour + 4);
     struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    bool ready = quiet;
-    if (!ready && slow == 0) {
-        notify("READY=1\nSTATUS=serving");
-        ready = true;
-    }
     while (!terminating) {
-        if (!ready) {
-            struct timespec t;
-            clock_gettime(CLOCK_MONOTONIC, &t);
-            long ms = (t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000;
-            if (ms >= slow) {
-                notify("READY=1\nSTATUS=serving");
-                ready = true;
-            }
+        struct timespec t;
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        long ms = (t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000;
+        if (ready_at >= 0 && ms >= ready_at) {
+            notify("READY=1\nSTATUS=serving");
+            ready_at = -1;
         }
-        if (poll(pfd, (nfds_t)n, ready ? 1000 : 10) <= 0)
+        if (die_at >= 0 && ms >= die_at)
+            return 1;
+        /* Not accepting yet: the sockets are not even looked at. */
+        if (accept_at < 0 || ms < accept_at) {
+            struct timespec nap = {0, 10 * 1000000L};
+            nanosleep(&nap, NULL);
+            continue;
+        }
+        if (poll(pfd, (nfds_t)n, ready_at >= 0 ? 10 : 1000) <= 0)
             continue;
         for (int i = 0; i < n && !terminating; i++) {
             if (!(pfd[i].revents & POLLIN))

@@ -107,7 +107,8 @@ TEST(restart_rolls_back_when_the_new_generation_is_never_ready) {
     int port = sv_port(&s, "web");
     write_file(s.behaviour, "hang\n");
     CHECK_INT(RUN_TOOL(out, "restart", "--control", s.ctl), ==, 1);
-    CHECK(strstr(out, "generation 2") && strstr(out, "did not send READY=1 within 0.5s"));
+    CHECK(strstr(out, "generation 2") &&
+          strstr(out, "was not seen accepting on every socket, nor sent READY=1, within 0.5s"));
     CHECK(strstr(out, "rolled back: generation 1") != NULL);
     /* The one on trial is stopped; the old one still serves. */
     CHECK(wait_log(s.log, "generation 2 (pid", WAIT_MS));
@@ -153,21 +154,6 @@ TEST(sighup_restarts_and_sigterm_stops) {
     check_no_children();
 }
 
-TEST(a_server_without_notify_is_taken_as_ready_after_the_ready_timeout) {
-    become_subreaper();
-    struct sv s;
-    sv_init(&s);
-    char out[2048];
-    write_file(s.behaviour, "no-notify\n");
-    SV_START(&s, "--listen", "web=tcp:127.0.0.1:0", "--ready-timeout", "0.3");
-    CHECK(wait_log(s.log, "it ran 0.3s without exiting", 1));
-    CHECK_INT(RUN_TOOL(out, "restart", "--control", s.ctl), ==, 0);
-    CHECK(strstr(out, "generation 2") && strstr(out, "it ran 0.3s without exiting"));
-    CHECK_INT(tcp_gen(sv_port(&s, "web")), ==, 2);
-    sv_stop(&s);
-    check_no_children();
-}
-
 TEST(a_generation_that_drops_its_privileges_can_still_report_ready) {
     if (getuid() != 0)
         harness_skip("needs root, to start a server that drops to uid 65534");
@@ -177,9 +163,9 @@ TEST(a_generation_that_drops_its_privileges_can_still_report_ready) {
     char out[2048];
     write_file(s.behaviour, "as-nobody\n");
     SV_START(&s, "--listen", "web=tcp:127.0.0.1:0", "--ready-timeout", "5");
-    CHECK(wait_log(s.log, "is ready (it sent READY=1)", 1));
+    CHECK(wait_log(s.log, "is ready (it sent READY=1", 1));
     CHECK_INT(RUN_TOOL(out, "restart", "--control", s.ctl), ==, 0);
-    CHECK(strstr(out, "generation 2") && strstr(out, "(it sent READY=1)"));
+    CHECK(strstr(out, "generation 2") && strstr(out, "(it sent READY=1"));
     CHECK_INT(tcp_gen(sv_port(&s, "web")), ==, 2);
     sv_stop(&s);
     check_no_children();

@@ -89,6 +89,8 @@ static void status_json(const struct sup *s, FILE *f) {
                 g == s->gens ? "" : ",", g->id, (int)g->pid, gen_state_str(g->state),
                 (double)(now - g->started_ms) / 1000.0);
         json_str(f, g->status);
+        fputs(",\"ready\":", f);
+        json_str(f, g->ready_how);
         fputc('}', f);
     }
     fputs("],\"sockets\":[", f);
@@ -130,6 +132,8 @@ static void status_text(const struct sup *s, FILE *f) {
         format_age(now - g->started_ms, age, sizeof(age));
         fprintf(f, "             %-4d %-8d %-9s %-7s %s\n", g->id, (int)g->pid,
                 gen_state_str(g->state), age, g->status);
+        if (g->ready_how[0])
+            fprintf(f, "                  ready: %s\n", g->ready_how);
     }
     fprintf(f, "sockets      %-12s %-24s %-18s %s\n", "NAME", "ADDRESS", "SOURCE", "SPEC");
     for (uint32_t i = 0; i < s->args->nls; i++) {

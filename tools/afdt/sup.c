@@ -17,10 +17,14 @@
 #include "control.h"
 #include "log.h"
 #include "notify.h"
+#include "ready.h"
 #include "spawn.h"
 #include "sup.h"
 
 static void gen_drain(struct gen *g);
+
+/* How often a starting generation is looked at to see whether it accepts yet. */
+#define READY_SCAN_MS 10
 
 /* ---- names ---- */
 
@@ -173,6 +177,8 @@ static void gen_ready(struct gen *g, const char *how) {
         return; /* a serving generation saying it again, or one already given up */
     s->starting = NULL;
     evtimer_del(g->timer);
+    evtimer_del(g->scan);
+    snprintf(g->ready_how, sizeof(g->ready_how), "%s", how);
     g->state = GEN_SERVING;
     struct gen *old = s->current;
     s->current = g;
@@ -200,18 +206,39 @@ static void gen_ready(struct gen *g, const char *how) {
     tell_manager(s, "READY=1");
 }
 
+/* Readiness: a generation is ready once it is seen accepting on every socket (ready.c), with
+ * or without READY=1; READY=1 alone does not do (a server may send it before any of its
+ * processes accepts), unless accepting cannot be seen. Nothing carries over from one
+ * generation to the next. */
+static void gen_look(struct gen *g) {
+    struct sup *s = g->sup;
+    if (g != s->starting)
+        return;
+    enum ready_verdict v = ready_check_tree(g->pid, s->inos, s->args->nls);
+    g->cannot_tell = v == READY_CANNOT_TELL;
+    if (v == READY_ACCEPTING) {
+        gen_ready(g, g->sent_ready ? "it sent READY=1 and is accepting on every socket"
+                                   : "it is accepting on every socket");
+    } else if (v == READY_CANNOT_TELL && g->sent_ready) {
+        gen_ready(g, "it sent READY=1; whether it accepts cannot be seen");
+    } else {
+        struct timeval tv = ms_tv(READY_SCAN_MS);
+        evtimer_add(g->scan, &tv);
+    }
+}
+
 static void gen_ready_timeout(struct gen *g) {
     struct sup *s = g->sup;
-    char t[32], what[200];
+    char t[32], what[256];
     format_age(s->args->ready_timeout_ms, t, sizeof(t));
-    if (!s->uses_notify) {
-        /* It never used NOTIFY_SOCKET: having run this long is all we can know. */
-        snprintf(what, sizeof(what), "it ran %s without exiting", t);
-        gen_ready(g, what);
+    gen_look(g); /* a last look */
+    if (g != s->starting)
         return;
-    }
-    snprintf(what, sizeof(what), "generation %d (pid %d) did not send READY=1 within %s", g->id,
-             (int)g->pid, t);
+    snprintf(what, sizeof(what), "generation %d (pid %d) %s within %s", g->id, (int)g->pid,
+             g->sent_ready    ? "sent READY=1 but was not seen accepting on every socket"
+             : g->cannot_tell ? "did not send READY=1, and whether it accepts could not be seen,"
+                              : "was not seen accepting on every socket, nor sent READY=1,",
+             t);
     start_failed(s, g, what, 1);
 }
 
@@ -235,6 +262,8 @@ static void gen_free(struct gen *g) {
         event_free(g->notify_ev);
     if (g->timer)
         event_free(g->timer);
+    if (g->scan)
+        event_free(g->scan);
     if (g->notify_fd >= 0) {
         (void)unlink(g->notify_path);
         close(g->notify_fd);
@@ -265,9 +294,10 @@ static void gen_notified(struct gen *g, const struct notify_msg *m) {
         struct timeval tv = ms_tv(m->extend_usec / 1000);
         evtimer_add(g->timer, &tv);
     }
-    if (m->ready) {
+    if (m->ready && g->state == GEN_STARTING) {
         g->sup->uses_notify = true;
-        gen_ready(g, "it sent READY=1"); /* last: it may end the generation's trial */
+        g->sent_ready = true;
+        gen_look(g); /* last: it may end the generation's trial */
     }
 }
 
@@ -284,6 +314,12 @@ static void on_notify(evutil_socket_t fd, short what, void *arg) {
         }
         gen_notified(g, &m);
     }
+}
+
+static void on_gen_scan(evutil_socket_t fd, short what, void *arg) {
+    (void)fd;
+    (void)what;
+    gen_look(arg);
 }
 
 static void on_gen_timer(evutil_socket_t fd, short what, void *arg) {
@@ -319,7 +355,9 @@ static struct gen *gen_start(struct sup *s, char *why, size_t size) {
     }
     g->notify_ev = event_new(s->eb, g->notify_fd, EV_READ | EV_PERSIST, on_notify, g);
     g->timer = evtimer_new(s->eb, on_gen_timer, g);
-    if (g->notify_ev == NULL || g->timer == NULL || event_add(g->notify_ev, NULL) < 0) {
+    g->scan = evtimer_new(s->eb, on_gen_scan, g);
+    if (g->notify_ev == NULL || g->timer == NULL || g->scan == NULL ||
+        event_add(g->notify_ev, NULL) < 0) {
         snprintf(why, size, "cannot watch its notify socket");
         goto fail;
     }
@@ -347,8 +385,9 @@ static struct gen *gen_start(struct sup *s, char *why, size_t size) {
     }
     g->started_ms = now_ms();
     g->state = GEN_STARTING;
-    struct timeval tv = ms_tv(s->args->ready_timeout_ms);
+    struct timeval tv = ms_tv(s->args->ready_timeout_ms), scan = ms_tv(READY_SCAN_MS);
     evtimer_add(g->timer, &tv);
+    evtimer_add(g->scan, &scan);
     g->next = s->gens;
     s->gens = g;
     say("generation %d started: pid %d", g->id, (int)g->pid);
@@ -549,7 +588,8 @@ static int prepare_sets(struct sup *s) {
     s->fds = calloc(a->nls, sizeof(int));
     s->scratch = calloc(a->nls, sizeof(int));
     s->fdnames = calloc(1, names);
-    if (!s->named || !s->fds || !s->scratch || !s->fdnames) {
+    s->inos = calloc(a->nls, sizeof(*s->inos));
+    if (!s->named || !s->fds || !s->scratch || !s->fdnames || !s->inos) {
         say("out of memory");
         return -1;
     }
@@ -557,6 +597,7 @@ static int prepare_sets(struct sup *s) {
     for (uint32_t i = 0; i < a->nls; i++) {
         char addr[160];
         s->named[i].fd = s->fds[i] = a->ls[i].fd;
+        s->inos[i] = ready_socket_inode(a->ls[i].fd);
         memcpy(s->named[i].name, a->ls[i].name, sizeof(s->named[i].name));
         if (i)
             strcat(s->fdnames, ":");
@@ -627,5 +668,6 @@ out:
     free(s->fds);
     free(s->scratch);
     free(s->fdnames);
+    free(s->inos);
     return rc;
 }

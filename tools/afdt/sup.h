@@ -28,6 +28,10 @@ struct gen {
     char notify_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
     struct event *notify_ev;
     struct event *timer; /* starting: the ready deadline; draining: the SIGKILL deadline */
+    struct event *scan;  /* starting: the next look at whether it accepts */
+    bool sent_ready;     /* it sent READY=1 */
+    bool cannot_tell;    /* some of its processes could not be looked at */
+    char ready_how[96];  /* how it was found ready, for the log and afdt status */
     char status[128];    /* the last STATUS= it sent */
 };
 
@@ -62,12 +66,13 @@ struct sup {
     int *fds;
     int *scratch;
     char *fdnames;
-    char tmpdir[80]; /* private directory of the notify sockets */
+    unsigned long *inos; /* their inodes, to see a generation accept on them (ready.c) */
+    char tmpdir[80];     /* private directory of the notify sockets */
     struct gen *gens;
     struct gen *current;  /* the serving generation, or NULL */
     struct gen *starting; /* the generation on trial, or NULL */
     int next_gen;
-    bool uses_notify; /* a generation has sent READY=1: from now on each must */
+    bool uses_notify; /* a generation has sent READY=1 (said in the greeting; requires nothing) */
     unsigned restarts, rollbacks;
     int restart_id; /* the restart in progress, or 0 */
     int last_restart_id;
