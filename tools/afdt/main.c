@@ -2,10 +2,12 @@
 /* afdt(1): the command line, its checks, and the helpers every command uses. */
 #include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -19,6 +21,7 @@
 static const char usage_text[] =
     "usage: afdt serve --control PATH --listen NAME=SPEC [--listen NAME=SPEC...]\n"
     "                  [--ready-timeout SECONDS] [--drain-timeout SECONDS]\n"
+    "                  [--stop-signal SIG] [--convention systemd|nginx|einhorn]\n"
     "                  [--control-mode MODE] -- COMMAND [ARG...]\n"
     "       afdt restart --control PATH\n"
     "       afdt status  --control PATH [--json]\n"
@@ -111,6 +114,32 @@ static int64_t parse_seconds(const struct args *a, const char *s, bool zero_ok) 
     return (int64_t)llround(v * 1000.0);
 }
 
+/* A signal by name (TERM, SIGTERM, term) or number. */
+static int parse_signal(const struct args *a, const char *v) {
+    char *end;
+    errno = 0;
+    long n = strtol(v, &end, 10);
+    if (v[0] != '\0' && *end == '\0' && !errno && n > 0 && n < NSIG)
+        return (int)n;
+    if (strncasecmp(v, "SIG", 3) == 0)
+        v += 3;
+    for (int sig = 1; sig < NSIG; sig++) {
+        const char *name = sigabbrev_np(sig);
+        if (name && strcasecmp(name, v) == 0)
+            return sig;
+    }
+    usage_error(a->cmd, "%s wants a signal name (TERM, QUIT, INT, USR1...) or number, not '%s'",
+                a->name, v);
+}
+
+static enum convention parse_convention(const struct args *a, const char *v) {
+    static const char *const names[] = {"systemd", "nginx", "einhorn"}; /* enum convention */
+    for (int c = CONVENTION_SYSTEMD; c <= CONVENTION_EINHORN; c++)
+        if (strcmp(v, names[c]) == 0)
+            return (enum convention)c;
+    usage_error(a->cmd, "%s wants systemd, nginx or einhorn, not '%s'", a->name, v);
+}
+
 static const char *need_path(const struct args *a, const char *path, const char *opt) {
     if (path == NULL)
         usage_error(a->cmd, "%s PATH is required", opt);
@@ -126,8 +155,10 @@ static char **need_command(const struct args *a, int r) {
 }
 
 static int main_serve(struct args *a) {
-    struct serve_args s = {
-        .control_mode = 0600, .ready_timeout_ms = 5000, .drain_timeout_ms = 30000};
+    struct serve_args s = {.control_mode = 0600,
+                           .ready_timeout_ms = 5000,
+                           .drain_timeout_ms = 30000,
+                           .stop_signal = SIGTERM};
     s.ls = calloc((size_t)a->argc, sizeof(*s.ls));
     if (s.ls == NULL) {
         say("out of memory");
@@ -155,6 +186,10 @@ static int main_serve(struct args *a) {
             s.ready_timeout_ms = parse_seconds(a, opt_value(a), false);
         } else if (is_opt(a, "--drain-timeout")) {
             s.drain_timeout_ms = parse_seconds(a, opt_value(a), true);
+        } else if (is_opt(a, "--stop-signal")) {
+            s.stop_signal = parse_signal(a, opt_value(a));
+        } else if (is_opt(a, "--convention")) {
+            s.convention = parse_convention(a, opt_value(a));
         } else if (is_opt(a, "--control-mode")) {
             const char *v = opt_value(a);
             char *end;

@@ -275,7 +275,7 @@ static void gen_drain(struct gen *g) {
     if (g->state == GEN_DRAINING)
         return;
     g->state = GEN_DRAINING;
-    kill(g->pid, SIGTERM);
+    kill(g->pid, g->sup->args->stop_signal);
     struct timeval tv = ms_tv(g->sup->args->drain_timeout_ms);
     evtimer_add(g->timer, &tv);
 }
@@ -361,12 +361,12 @@ static struct gen *gen_start(struct sup *s, char *why, size_t size) {
         snprintf(why, size, "cannot watch its notify socket");
         goto fail;
     }
-    char nfds[32], notify[sizeof(g->notify_path) + 16], gen[32], *pid_digits;
-    snprintf(nfds, sizeof(nfds), "LISTEN_FDS=%u", s->args->nls);
+    char notify[sizeof(g->notify_path) + 16], gen[32], *pid_digits;
     snprintf(notify, sizeof(notify), "NOTIFY_SOCKET=%s", g->notify_path);
     snprintf(gen, sizeof(gen), "AFDT_GENERATION=%d", g->id);
-    const char *set[] = {nfds, s->fdnames, notify, gen};
-    char **env = spawn_env(set, 4, &pid_digits);
+    s->announce[s->nannounce] = notify;
+    s->announce[s->nannounce + 1] = gen;
+    char **env = spawn_env((const char *const *)s->announce, s->nannounce + 2, &pid_digits);
     if (env == NULL) {
         snprintf(why, size, "out of memory");
         goto fail;
@@ -578,6 +578,49 @@ bool sup_retired(const struct sup *s) {
     return s->retiring;
 }
 
+/* The variables that tell a generation where its sockets are, by --convention, with two
+ * slots left for NOTIFY_SOCKET and AFDT_GENERATION. */
+static int prepare_announce(struct sup *s) {
+    const struct serve_args *a = s->args;
+    char **v = calloc(a->nls + 4, sizeof(*v));
+    size_t n = 0;
+    if (v == NULL)
+        return -1;
+    s->announce = v;
+    switch (a->convention) {
+    case CONVENTION_SYSTEMD:
+        if (asprintf(&v[n++], "LISTEN_FDS=%u", a->nls) < 0 || !(v[n++] = strdup(s->fdnames)))
+            return -1;
+        break;
+    case CONVENTION_NGINX: {
+        /* NGINX="3;4;": nginx matches each to its listen directive by address. */
+        size_t len = sizeof("NGINX=") + 12 * a->nls;
+        if ((v[n] = calloc(1, len)) == NULL)
+            return -1;
+        size_t off = (size_t)snprintf(v[n], len, "NGINX=");
+        for (uint32_t i = 0; i < a->nls; i++)
+            off += (size_t)snprintf(v[n] + off, len - off, "%u;", 3 + i);
+        n++;
+        break;
+    }
+    case CONVENTION_EINHORN:
+        if (asprintf(&v[n++], "EINHORN_FD_COUNT=%u", a->nls) < 0)
+            return -1;
+        for (uint32_t i = 0; i < a->nls; i++)
+            if (asprintf(&v[n++], "EINHORN_FD_%u=%u", i, 3 + i) < 0)
+                return -1;
+        break;
+    }
+    s->nannounce = n;
+    return 0;
+}
+
+static void free_announce(struct sup *s) {
+    for (size_t i = 0; s->announce && i < s->nannounce; i++)
+        free(s->announce[i]);
+    free(s->announce);
+}
+
 /* The sockets in the shapes the generations and "listeners" need. */
 static int prepare_sets(struct sup *s) {
     const struct serve_args *a = s->args;
@@ -605,6 +648,10 @@ static int prepare_sets(struct sup *s) {
         describe_socket(a->ls[i].fd, addr, sizeof(addr), NULL);
         say("socket %s: %s on %s (%s)", a->ls[i].name, a->ls[i].spec, addr,
             listener_source_str(a->ls[i].source));
+    }
+    if (prepare_announce(s) < 0) {
+        say("out of memory");
+        return -1;
     }
     return 0;
 }
@@ -669,5 +716,6 @@ out:
     free(s->scratch);
     free(s->fdnames);
     free(s->inos);
+    free_announce(s);
     return rc;
 }

@@ -67,7 +67,9 @@ struct sup {
     int *scratch;
     char *fdnames;
     unsigned long *inos; /* their inodes, to see a generation accept on them (ready.c) */
-    char tmpdir[80];     /* private directory of the notify sockets */
+    char **announce;     /* "NAME=VALUE"s telling a generation where they are (--convention) */
+    size_t nannounce;
+    char tmpdir[80]; /* private directory of the notify sockets */
     struct gen *gens;
     struct gen *current;  /* the serving generation, or NULL */
     struct gen *starting; /* the generation on trial, or NULL */

@@ -19,6 +19,13 @@
 
 /* ---- serve.c ---- */
 
+/* How the sockets are announced to COMMAND (they sit at 3, 4, ... whichever). */
+enum convention {
+    CONVENTION_SYSTEMD, /* LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES */
+    CONVENTION_NGINX,   /* NGINX="3;4;" */
+    CONVENTION_EINHORN  /* EINHORN_FD_COUNT, EINHORN_FD_0... */
+};
+
 struct serve_args {
     const char *control;
     unsigned control_mode;
@@ -26,6 +33,8 @@ struct serve_args {
     uint32_t nls;
     int64_t ready_timeout_ms;
     int64_t drain_timeout_ms;
+    int stop_signal; /* how a generation is asked to finish (retired, or afdt stop) */
+    enum convention convention;
     char **argv; /* COMMAND [ARG...], NULL-terminated */
 };
 
