@@ -625,6 +625,44 @@ AFDT_EXPORT int afdt_get_listeners(const char *const *names, const char *const *
                                    struct afdt_named_fd **ret_set, uint32_t *ret_sources,
                                    struct afdt_error_t *err);
 
+/* ---------------------------------------------------------------------------
+ * Taking the listening sockets of a running process that never offered them
+ * (Linux 5.6 or later: pidfd_getfd(2)).
+ * ------------------------------------------------------------------------- */
+
+/**
+ * Copy the listening sockets of the running process @pid, one for each
+ * @names[i], the first of its sockets that @specs[i] describes (as
+ * afdt_check_spec() matches; a port of 0 matches any port), never one socket
+ * for two names.  The process is not told and keeps its copies: it goes on
+ * accepting until the caller signals it to stop.  It needs the same user as
+ * the caller and must be dumpable, or the caller needs CAP_SYS_PTRACE (the
+ * kernel's PTRACE_MODE_ATTACH check).
+ *
+ * On success returns @n and sets *ret_set to a malloc'd array in the order of
+ * @names whose descriptors (close-on-exec) the caller owns:
+ * afdt_named_fds_free().  On failure nothing is left open and *ret_set is
+ * left as it was: AFDT_PATHNAME (EINVAL: @n is 0, a NULL argument, a bad
+ * name; or a malformed spec, as afdt_parse_spec()), AFDT_MALLOC, or
+ * AFDT_NO_OPERATION with ESRCH (no such process, or it exited), EPERM (no
+ * access to its descriptors), ENOSYS (the kernel is older than 5.6),
+ * EADDRNOTAVAIL (no socket of the process matches some spec), or another
+ * errno of pidfd_open(2) or pidfd_getfd(2) (EMFILE...).
+ */
+AFDT_EXPORT int afdt_take_listeners(int32_t pid, const char *const *names, const char *const *specs,
+                                    uint32_t n, struct afdt_named_fd **ret_set,
+                                    struct afdt_error_t *err);
+
+/**
+ * afdt_take_listeners() from the process @pidfd refers to (pidfd_open(2)), so
+ * a caller that checked who the process is can be sure it takes from that
+ * one even if its pid is reused.  The caller keeps @pidfd.  Fails as
+ * afdt_take_listeners(), and with EBADF when @pidfd is not a pidfd.
+ */
+AFDT_EXPORT int afdt_take_listeners_pidfd(int pidfd, const char *const *names,
+                                          const char *const *specs, uint32_t n,
+                                          struct afdt_named_fd **ret_set, struct afdt_error_t *err);
+
 #ifdef __cplusplus
 }
 #endif
