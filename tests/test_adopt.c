@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
@@ -13,6 +14,7 @@
 
 #include "afdt.h"
 #include "harness.h"
+#include "helpers.h"
 
 static uint16_t local_port(int fd) {
     struct sockaddr_in a;
@@ -42,6 +44,10 @@ static int own_sockets(void *arg) {
     char spec[160];
     close(a->parent_ends[0]);
     close(a->parent_ends[1]);
+    /* As a server started by hand as this user would be: an exec makes it dumpable again
+     * after the change of user that made it not. */
+    if (prctl(PR_SET_DUMPABLE, 1) < 0)
+        return 1;
     snprintf(spec, sizeof(spec), "unix:%s", a->path);
     int web = afdt_open_spec("tcp:127.0.0.1:0", NULL),
         dns = afdt_open_spec("udp:127.0.0.1:0", NULL);
@@ -59,13 +65,14 @@ static int own_sockets(void *arg) {
     return 0;
 }
 
-static void start_owner(struct owner *o) {
+/* Start an owner, as @u when not NULL. */
+static void start_owner_as(struct owner *o, const struct test_user *u) {
     int report[2], stop[2];
     CHECK_INT(pipe2(report, O_CLOEXEC), ==, 0);
     CHECK_INT(pipe2(stop, O_CLOEXEC), ==, 0);
-    snprintf(o->path, sizeof(o->path), "%s", tmp_path("owned"));
+    snprintf(o->path, sizeof(o->path), "%s", u ? user_tmp_path(u, "owned") : tmp_path("owned"));
     struct owner_arg arg = {report[1], stop[0], {report[0], stop[1]}, o->path};
-    o->pid = spawn(own_sockets, &arg);
+    o->pid = u ? spawn_as_user(u, 0, own_sockets, &arg) : spawn(own_sockets, &arg);
     close(report[1]);
     close(stop[0]);
     uint16_t ports[2];
@@ -74,6 +81,10 @@ static void start_owner(struct owner *o) {
     o->web_port = ports[0];
     o->dns_port = ports[1];
     o->stop = stop[1];
+}
+
+static void start_owner(struct owner *o) {
+    start_owner_as(o, NULL);
 }
 
 static void stop_owner(struct owner *o) {
@@ -189,4 +200,50 @@ TEST(take_listeners_refuses_bad_arguments_and_a_descriptor_that_is_not_a_pidfd) 
     close(p[0]);
     close(p[1]);
     CHECK(set == NULL);
+}
+
+/* A taker running as another user: it must be refused with EPERM and a message. */
+struct taker {
+    pid_t owner;
+    uint16_t port;
+    int expect_errno; /* 0: must succeed */
+};
+
+static int take_as_user(void *arg) {
+    struct taker *t = arg;
+    char spec[64];
+    snprintf(spec, sizeof(spec), "tcp:127.0.0.1:%u", t->port);
+    const char *names[] = {"web"}, *specs[] = {spec};
+    struct afdt_named_fd *set = NULL;
+    struct afdt_error_t err = AFDT_ERROR_T_INIT;
+    int r = afdt_take_listeners(t->owner, names, specs, 1, &set, &err);
+    int e = errno;
+    if (t->expect_errno == 0) {
+        if (r != 1 || afdt_check_spec(set[0].fd, spec, NULL) < 0) {
+            fprintf(stderr, "take as the same user: r=%d errno=%d %s\n", r, e, err.message);
+            return 1;
+        }
+        afdt_named_fds_free(set, 1, 1);
+        return 0;
+    }
+    if (r >= 0 || e != t->expect_errno || strstr(err.message, "PTRACE_MODE_ATTACH") == NULL) {
+        fprintf(stderr, "take as another user: r=%d errno=%d (%s) %s\n", r, e, strerror(e),
+                err.message);
+        return 1;
+    }
+    return set == NULL ? 0 : 1;
+}
+
+TEST(take_listeners_by_pidfd_refuses_a_process_of_another_user) {
+    struct test_user a, b;
+    test_user("afdt-test-a", &a);
+    test_user("afdt-test-b", &b);
+    struct owner o;
+    start_owner_as(&o, &b);
+    struct taker t = {o.pid, o.web_port, EPERM};
+    CHECK_INT(wait_exit(spawn_as_user(&a, 0, take_as_user, &t)), ==, 0);
+    /* The same user, unprivileged, may. */
+    t.expect_errno = 0;
+    CHECK_INT(wait_exit(spawn_as_user(&b, 0, take_as_user, &t)), ==, 0);
+    stop_owner(&o);
 }
