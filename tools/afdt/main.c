@@ -22,7 +22,8 @@ static const char usage_text[] =
     "usage: afdt serve --control PATH --listen NAME=SPEC [--listen NAME=SPEC...]\n"
     "                  [--ready-timeout SECONDS] [--drain-timeout SECONDS]\n"
     "                  [--stop-signal SIG] [--convention systemd|nginx|einhorn]\n"
-    "                  [--control-mode MODE] -- COMMAND [ARG...]\n"
+    "                  [--control-mode MODE] [--adopt PID [--adopt-signal SIG]]\n"
+    "                  -- COMMAND [ARG...]\n"
     "       afdt restart --control PATH\n"
     "       afdt status  --control PATH [--json]\n"
     "       afdt stop    --control PATH\n"
@@ -158,7 +159,8 @@ static int main_serve(struct args *a) {
     struct serve_args s = {.control_mode = 0600,
                            .ready_timeout_ms = 5000,
                            .drain_timeout_ms = 30000,
-                           .stop_signal = SIGTERM};
+                           .stop_signal = SIGTERM,
+                           .adopt_signal = SIGTERM};
     s.ls = calloc((size_t)a->argc, sizeof(*s.ls));
     if (s.ls == NULL) {
         say("out of memory");
@@ -190,6 +192,16 @@ static int main_serve(struct args *a) {
             s.stop_signal = parse_signal(a, opt_value(a));
         } else if (is_opt(a, "--convention")) {
             s.convention = parse_convention(a, opt_value(a));
+        } else if (is_opt(a, "--adopt")) {
+            const char *v = opt_value(a);
+            char *end;
+            errno = 0;
+            long pid = strtol(v, &end, 10);
+            if (v[0] == '\0' || *end != '\0' || errno || pid <= 1 || pid > 0x3fffffff)
+                usage_error(a->cmd, "--adopt wants a process id, not '%s'", v);
+            s.adopt_pid = (int)pid;
+        } else if (is_opt(a, "--adopt-signal")) {
+            s.adopt_signal = parse_signal(a, opt_value(a));
         } else if (is_opt(a, "--control-mode")) {
             const char *v = opt_value(a);
             char *end;

@@ -72,15 +72,129 @@ static int probe_control(const char *path, struct predecessor *p, struct afdt_na
     return 1;
 }
 
+/* Take the sockets of a generation left running by a supervisor that died on our control
+ * path, as its state file in @rundir records (into *@st, *@taken).  Returns 1 when taken, 0
+ * when there is nothing to take over, -1 after saying why. */
+static int take_from_orphan(const struct serve_args *a, const char *rundir, struct state *st,
+                            struct afdt_named_fd **taken, uint32_t *ntaken) {
+    if (state_load(rundir, st) <= 0)
+        return 0;
+    const struct state_gen *serving = NULL;
+    for (uint32_t i = 0; i < st->ngens && serving == NULL; i++)
+        if (strcmp(st->gens[i].state, "serving") == 0 && proc_alive(&st->gens[i].proc))
+            serving = &st->gens[i];
+    if (proc_alive(&st->sup)) {
+        say("the supervisor (pid %d) recorded in %s runs but does not answer at %s; stop it "
+            "first",
+            (int)st->sup.pid, rundir, a->control);
+        return -1;
+    }
+    if (serving == NULL)
+        return 0; /* it died with its generations: a fresh start */
+    say("the supervisor (pid %d) on %s died; its generation %d (pid %d) still serves: taking it "
+        "over",
+        (int)st->sup.pid, a->control, serving->id, (int)serving->proc.pid);
+    /* The same sockets, by name and spec: each is then taken by its actual address. */
+    const char **names = calloc(a->nls, sizeof(*names)), **specs = calloc(a->nls, sizeof(*specs));
+    int r = -1;
+    if (names == NULL || specs == NULL) {
+        say("out of memory");
+        goto out;
+    }
+    for (uint32_t i = 0; i < a->nls; i++) {
+        for (uint32_t j = 0; j < st->nls && specs[i] == NULL; j++)
+            if (strcmp(st->ls[j].name, a->ls[i].name) == 0 &&
+                strcmp(st->ls[j].spec, a->ls[i].spec) == 0)
+                specs[i] = st->ls[j].addr;
+        names[i] = a->ls[i].name;
+        if (specs[i] == NULL || st->nls != a->nls) {
+            say("--listen %s=%s is not one of the sockets of generation %d (pid %d): give the "
+                "same --listen options as its supervisor had, or stop it (kill %d)",
+                a->ls[i].name, a->ls[i].spec, serving->id, (int)serving->proc.pid,
+                (int)serving->proc.pid);
+            goto out;
+        }
+    }
+    int pidfd = proc_pidfd(&serving->proc);
+    if (pidfd < 0) {
+        say("generation %d (pid %d) is gone: %s", serving->id, (int)serving->proc.pid,
+            strerror(errno));
+        r = 0;
+        goto out;
+    }
+    struct afdt_error_t e = AFDT_ERROR_T_INIT;
+    if (afdt_take_listeners_pidfd(pidfd, names, specs, a->nls, taken, &e) < 0) {
+        int err = errno;
+        say("cannot take the sockets of generation %d (pid %d): %s (%s)", serving->id,
+            (int)serving->proc.pid, e.message, strerror(err));
+    } else {
+        *ntaken = a->nls;
+        r = 1;
+    }
+    close(pidfd);
+out:
+    free(names);
+    free(specs);
+    return r;
+}
+
+/* --adopt: take the sockets of process a->adopt_pid, matched by the --listen specs.  Returns
+ * its pidfd, or -1 after saying why. */
+static int take_from_adopted(const struct serve_args *a, struct afdt_named_fd **taken,
+                             uint32_t *ntaken) {
+    struct proc_id id = proc_id_of(a->adopt_pid);
+    int pidfd = proc_pidfd(&id);
+    if (pidfd < 0) {
+        int err = errno;
+        say("cannot take the sockets of pid %d: %s", a->adopt_pid,
+            err == ENOSYS ? "pidfd_open(2) needs Linux 5.3 or later"
+                          : "no such process (or it has exited)");
+        return -1;
+    }
+    const char **names = calloc(a->nls, sizeof(*names)), **specs = calloc(a->nls, sizeof(*specs));
+    if (names == NULL || specs == NULL) {
+        say("out of memory");
+        goto fail;
+    }
+    for (uint32_t i = 0; i < a->nls; i++) {
+        names[i] = a->ls[i].name;
+        specs[i] = a->ls[i].spec;
+    }
+    struct afdt_error_t e = AFDT_ERROR_T_INIT;
+    if (afdt_take_listeners_pidfd(pidfd, names, specs, a->nls, taken, &e) < 0) {
+        int err = errno;
+        say("cannot take the sockets of pid %d: %s (%s)", a->adopt_pid, e.message, strerror(err));
+        goto fail;
+    }
+    *ntaken = a->nls;
+    free(names);
+    free(specs);
+    say("took the sockets of pid %d", a->adopt_pid);
+    return pidfd;
+fail:
+    free(names);
+    free(specs);
+    close(pidfd);
+    return -1;
+}
+
 int serve_main(const struct serve_args *a) {
     struct sup s;
     struct predecessor p;
+    struct state orphans;
     struct afdt_named_fd *pred = NULL;
     uint32_t npred = 0;
+    char rundir[STATE_DIR_MAX];
+    int adopt_pidfd = -1, rc = 1;
 
     log_as_supervisor();
     signal(SIGPIPE, SIG_IGN);
-    sup_init(&s, a);
+    memset(&orphans, 0, sizeof(orphans));
+    if (state_dir_path(a->control, rundir, sizeof(rundir)) < 0 || state_dir_make(rundir) < 0)
+        return 1;
+    say("runtime directory %s", rundir);
+    state_dir_clean(rundir);
+    sup_init(&s, a, rundir);
     int e = find_command(a->argv[0]);
     if (e) {
         say("cannot run %s: %s", a->argv[0],
@@ -91,13 +205,38 @@ int serve_main(const struct serve_args *a) {
     int kind = probe_control(a->control, &p, &pred, &npred);
     if (kind < 0)
         return 1;
-    int r = listeners_acquire(a->ls, a->nls, kind == 1, pred, npred);
+    if (a->adopt_pid && kind == 1) {
+        say("--adopt: a supervisor already serves at %s", a->control);
+        goto out;
+    }
+    int orphaned = 0;
+    if (a->adopt_pid) {
+        adopt_pidfd = take_from_adopted(a, &pred, &npred);
+        if (adopt_pidfd < 0)
+            goto out;
+    } else if (kind == 0) {
+        orphaned = take_from_orphan(a, rundir, &orphans, &pred, &npred);
+        if (orphaned < 0)
+            goto out;
+    }
+    int r = listeners_acquire(a->ls, a->nls, pred != NULL, pred, npred);
     afdt_named_fds_free(pred, npred, 1);
     if (r < 0)
-        return 1;
+        goto out;
     if (kind == 1)
         sup_follow(&s, &p);
-    int rc = sup_run(&s);
+    if (orphaned == 1) {
+        listeners_adopt(a->ls, a->nls); /* its Unix socket files are ours now */
+        sup_take_orphans(&s, &orphans);
+    }
+    if (adopt_pidfd >= 0)
+        sup_adopt(&s, (pid_t)a->adopt_pid, adopt_pidfd);
+    adopt_pidfd = -1; /* the supervisor's */
+    rc = sup_run(&s);
     listeners_release(a->ls, a->nls, !sup_retired(&s));
+out:
+    if (adopt_pidfd >= 0)
+        close(adopt_pidfd);
+    state_free(&orphans);
     return rc;
 }

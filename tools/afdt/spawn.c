@@ -8,7 +8,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -71,14 +70,13 @@ static void put_digits(char *buf, long v) {
 }
 
 /* The child's side, between fork and exec: only async-signal-safe calls. */
-__attribute__((noreturn)) static void child(const struct spawn_req *r, int err_fd, pid_t parent) {
+__attribute__((noreturn)) static void child(const struct spawn_req *r, int err_fd) {
     int e;
     /* Its own process group, so the whole generation can be signalled, and a Ctrl-C meant for
      * the supervisor does not reach it. */
     setpgid(0, 0);
-    /* A supervisor killed outright takes its generations with it (gracefully). */
-    if (prctl(PR_SET_PDEATHSIG, SIGTERM) < 0 || getppid() != parent)
-        _exit(127);
+    /* No PR_SET_PDEATHSIG: a generation outlives a supervisor killed outright and keeps
+     * serving, for the next supervisor on the same control path to take over. */
     /* The supervisor's handlers (libevent's) must not run here, nor be inherited as ignored. */
     for (int sig = 1; sig < NSIG; sig++) {
         struct sigaction sa;
@@ -112,10 +110,9 @@ pid_t spawn_start(const struct spawn_req *r, char *why, size_t size) {
     sigset_t all, old;
     sigfillset(&all);
     sigprocmask(SIG_SETMASK, &all, &old);
-    pid_t parent = getpid();
     pid_t pid = fork();
     if (pid == 0)
-        child(r, p[1], parent);
+        child(r, p[1]);
     int fork_errno = errno;
     sigprocmask(SIG_SETMASK, &old, NULL);
     close(p[1]);

@@ -22,6 +22,8 @@
 #include "sup.h"
 
 static void gen_drain(struct gen *g);
+static void gen_free(struct gen *g);
+static void save_state(struct sup *s);
 
 /* How often a starting generation is looked at to see whether it accepts yet. */
 #define READY_SCAN_MS 10
@@ -111,6 +113,7 @@ static void retire(struct sup *s, int successor_pid) {
     say("handing over to the supervisor with pid %d and retiring", successor_pid);
     /* The socket files and the control path are the successor's from now on. */
     s->retiring = true;
+    s->owns_state = false; /* the runtime directory's state file is the successor's too */
     close_control(s);
     stop(s, 0, "retired");
 }
@@ -137,6 +140,15 @@ static void start_failed(struct sup *s, struct gen *g, const char *what, int cod
     if (s->pred_path) {
         say("%s; upgrade abandoned, the running supervisor keeps serving", what);
         stop(s, 1, "upgrade abandoned");
+        return;
+    }
+    if (s->current && s->current->foreign) {
+        /* The process we were to replace still serves: leave it be, untouched. */
+        struct gen *adopted = s->current;
+        say("%s; adoption abandoned: pid %d keeps serving without afdt", what, (int)adopted->pid);
+        s->current = NULL;
+        gen_free(adopted);
+        stop(s, 1, "adoption abandoned");
         return;
     }
     (void)what; /* its exit is in the log already */
@@ -166,6 +178,7 @@ static void complete_takeover(struct sup *s) {
             s->pred_pid);
     s->pred_path = NULL;
     s->state = SUP_RUNNING;
+    s->owns_state = true;
     listeners_adopt(s->args->ls, s->args->nls);
     if (open_control(s, true) < 0)
         say("no control channel: SIGHUP restarts, SIGTERM stops");
@@ -196,13 +209,20 @@ static void gen_ready(struct gen *g, const char *how) {
         s->current_exit = -1;
         if (old)
             gen_drain(old);
+        save_state(s);
         tell_manager(s, "READY=1");
         return;
     }
     say("generation %d (pid %d) is ready (%s)", g->id, (int)g->pid, how);
     if (s->pred_path)
         complete_takeover(s);
+    if (old) {
+        say("the adopted process (pid %d) drains (signal %s)", (int)old->pid,
+            sigabbrev_np(old->drain_sig) ? sigabbrev_np(old->drain_sig) : "?");
+        gen_drain(old);
+    }
     s->state = SUP_RUNNING;
+    save_state(s);
     tell_manager(s, "READY=1");
 }
 
@@ -260,6 +280,8 @@ static void gen_free(struct gen *g) {
     }
     if (g->notify_ev)
         event_free(g->notify_ev);
+    if (g->exit_ev)
+        event_free(g->exit_ev);
     if (g->timer)
         event_free(g->timer);
     if (g->scan)
@@ -268,16 +290,35 @@ static void gen_free(struct gen *g) {
         (void)unlink(g->notify_path);
         close(g->notify_fd);
     }
+    if (g->pidfd >= 0)
+        close(g->pidfd);
+    struct sup *s = g->sup;
     free(g);
+    save_state(s);
+}
+
+/* Send @sig to @g (@with_group: and to its process group, when it leads one of ours); to a
+ * foreign one through its pidfd, never to a reused pid. */
+static void gen_signal(struct gen *g, int sig, bool with_group) {
+    if (!g->foreign) {
+        if (with_group)
+            spawn_signal(g->pid, sig);
+        else
+            kill(g->pid, sig);
+        return;
+    }
+    if (pidfd_signal(g->pidfd, sig) == 0 && with_group && g->own_group)
+        kill(-g->pid, sig);
 }
 
 static void gen_drain(struct gen *g) {
     if (g->state == GEN_DRAINING)
         return;
     g->state = GEN_DRAINING;
-    kill(g->pid, g->sup->args->stop_signal);
+    gen_signal(g, g->drain_sig, false);
     struct timeval tv = ms_tv(g->sup->args->drain_timeout_ms);
     evtimer_add(g->timer, &tv);
+    save_state(g->sup);
 }
 
 /* What a generation said on its NOTIFY_SOCKET. */
@@ -333,7 +374,7 @@ static void on_gen_timer(evutil_socket_t fd, short what, void *arg) {
         format_age(g->sup->args->drain_timeout_ms, t, sizeof(t));
         say("generation %d (pid %d) did not exit within the drain timeout (%s): SIGKILL", g->id,
             (int)g->pid, t);
-        spawn_signal(g->pid, SIGKILL);
+        gen_signal(g, SIGKILL, true);
     }
 }
 
@@ -347,6 +388,8 @@ static struct gen *gen_start(struct sup *s, char *why, size_t size) {
     g->sup = s;
     g->id = s->next_gen++;
     g->notify_fd = -1;
+    g->pidfd = -1;
+    g->drain_sig = s->args->stop_signal;
     snprintf(g->notify_path, sizeof(g->notify_path), "%s/notify-%d", s->tmpdir, g->id);
     g->notify_fd = notify_open(g->notify_path);
     if (g->notify_fd < 0) {
@@ -385,12 +428,14 @@ static struct gen *gen_start(struct sup *s, char *why, size_t size) {
     }
     g->started_ms = now_ms();
     g->state = GEN_STARTING;
+    g->proc = proc_id_of(g->pid); /* our child: its pid cannot be reused before we reap it */
     struct timeval tv = ms_tv(s->args->ready_timeout_ms), scan = ms_tv(READY_SCAN_MS);
     evtimer_add(g->timer, &tv);
     evtimer_add(g->scan, &scan);
     g->next = s->gens;
     s->gens = g;
     say("generation %d started: pid %d", g->id, (int)g->pid);
+    save_state(s);
     return g;
 fail:
     gen_free(g);
@@ -434,13 +479,14 @@ static int restart(struct sup *s, const char *origin, char *msg, size_t size) {
     return id;
 }
 
-static void gen_exited(struct sup *s, struct gen *g, int st) {
-    char how[96], what[200];
-    int code, id = g->id;
+/* Generation @g has ended, as @how says (with @code, the supervisor's exit status if it
+ * stops for it). */
+static void gen_gone(struct sup *s, struct gen *g, const char *how, int code) {
+    char what[200];
+    int id = g->id;
     pid_t pid = g->pid;
-    describe_exit(st, how, sizeof(how), &code);
-    say("generation %d (pid %d) %s", id, (int)pid, how);
-    kill(-pid, SIGKILL); /* anything it left behind in its process group */
+    if (!g->foreign || g->own_group)
+        kill(-pid, SIGKILL); /* anything it left behind in its process group */
     bool was_starting = g == s->starting, was_current = g == s->current;
     gen_free(g);
     if (was_starting) {
@@ -457,6 +503,77 @@ static void gen_exited(struct sup *s, struct gen *g, int st) {
         }
     }
     finish_if_done(s);
+}
+
+static void gen_exited(struct sup *s, struct gen *g, int st) {
+    char how[96];
+    int code;
+    describe_exit(st, how, sizeof(how), &code);
+    say("generation %d (pid %d) %s", g->id, (int)g->pid, how);
+    gen_gone(s, g, how, code);
+}
+
+/* A foreign generation's pidfd became readable: it has exited. */
+static void on_foreign_exit(evutil_socket_t fd, short what, void *arg) {
+    (void)fd;
+    (void)what;
+    struct gen *g = arg;
+    bool draining = g->state == GEN_DRAINING;
+    if (g->id == 0)
+        say("the adopted process (pid %d) exited", (int)g->pid);
+    else
+        say("generation %d (pid %d) exited (its status goes to its parent, not to us)", g->id,
+            (int)g->pid);
+    gen_gone(g->sup, g, "exited", draining ? 0 : 1);
+}
+
+/* Watch @pid, which is not our child, as generation @id through @pidfd (now the
+ * generation's), in @state.  NULL after saying why. */
+static struct gen *gen_foreign(struct sup *s, int id, pid_t pid, int pidfd, enum gen_state state,
+                               bool own_group, int drain_sig) {
+    struct gen *g = calloc(1, sizeof(*g));
+    if (g == NULL) {
+        say("out of memory");
+        close(pidfd);
+        return NULL;
+    }
+    g->sup = s;
+    g->id = id;
+    g->pid = pid;
+    g->proc = proc_id_of(pid);
+    g->state = state;
+    g->started_ms = now_ms();
+    g->notify_fd = -1;
+    g->foreign = true;
+    g->pidfd = pidfd;
+    g->own_group = own_group;
+    g->drain_sig = drain_sig;
+    g->next = s->gens;
+    s->gens = g;
+    g->exit_ev = event_new(s->eb, pidfd, EV_READ, on_foreign_exit, g);
+    g->timer = evtimer_new(s->eb, on_gen_timer, g);
+    if (g->exit_ev == NULL || g->timer == NULL || event_add(g->exit_ev, NULL) < 0) {
+        say("cannot watch process %d", (int)pid);
+        gen_free(g);
+        return NULL;
+    }
+    return g;
+}
+
+/* Hear a taken-over generation's NOTIFY_SOCKET again, at the path it was given (in our
+ * runtime directory, where its dead supervisor had bound it). */
+static void gen_rebind_notify(struct gen *g, const char *path) {
+    size_t dlen = strlen(g->sup->tmpdir);
+    if (path[0] == '\0' || strncmp(path, g->sup->tmpdir, dlen) != 0 || path[dlen] != '/' ||
+        strlen(path) >= sizeof(g->notify_path))
+        return;
+    snprintf(g->notify_path, sizeof(g->notify_path), "%s", path);
+    g->notify_fd = notify_open(g->notify_path);
+    if (g->notify_fd < 0)
+        return;
+    g->notify_ev = event_new(g->sup->eb, g->notify_fd, EV_READ | EV_PERSIST, on_notify, g);
+    if (g->notify_ev)
+        event_add(g->notify_ev, NULL);
 }
 
 /* ---- events from outside: signals and the control channel ---- */
@@ -552,9 +669,11 @@ static void on_control_done(const struct afdt_peer *peer, const uint8_t *request
 
 /* ---- set-up and the loop ---- */
 
-void sup_init(struct sup *s, const struct serve_args *a) {
+void sup_init(struct sup *s, const struct serve_args *a, const char *rundir) {
     memset(s, 0, sizeof(*s));
     s->args = a;
+    s->adopt_pidfd = -1;
+    snprintf(s->tmpdir, sizeof(s->tmpdir), "%s", rundir);
     s->next_gen = 1;
     s->current_exit = -1;
     s->started_ms = now_ms();
@@ -621,6 +740,87 @@ static void free_announce(struct sup *s) {
     free(s->announce);
 }
 
+void sup_take_orphans(struct sup *s, struct state *st) {
+    s->orphans = st;
+    s->next_gen = st->next_gen;
+    s->uses_notify = st->uses_notify;
+    s->restarts = st->restarts;
+    s->rollbacks = st->rollbacks;
+    s->last_restart_id = st->last_restart_id;
+}
+
+void sup_adopt(struct sup *s, pid_t pid, int pidfd) {
+    s->adopt_pid = pid;
+    s->adopt_pidfd = pidfd; /* now the supervisor's */
+}
+
+/* Write what a successor needs, should we die, to the state file (while it is ours). */
+static void save_state(struct sup *s) {
+    if (!s->owns_state || s->eb == NULL)
+        return;
+    const struct serve_args *a = s->args;
+    struct state st;
+    memset(&st, 0, sizeof(st));
+    st.sup = proc_id_of(getpid());
+    snprintf(st.control, sizeof(st.control), "%s", a->control);
+    st.next_gen = s->next_gen;
+    st.uses_notify = s->uses_notify;
+    st.restarts = s->restarts;
+    st.rollbacks = s->rollbacks;
+    st.last_restart_id = s->last_restart_id;
+    st.ls = calloc(a->nls, sizeof(*st.ls));
+    if (st.ls == NULL)
+        return;
+    st.nls = a->nls;
+    for (uint32_t i = 0; i < a->nls; i++) {
+        snprintf(st.ls[i].name, sizeof(st.ls[i].name), "%s", a->ls[i].name);
+        snprintf(st.ls[i].spec, sizeof(st.ls[i].spec), "%s", a->ls[i].spec);
+        if (socket_spec(a->ls[i].fd, st.ls[i].addr, sizeof(st.ls[i].addr)) < 0)
+            snprintf(st.ls[i].addr, sizeof(st.ls[i].addr), "%s", a->ls[i].spec);
+    }
+    for (struct gen *g = s->gens; g && st.ngens < STATE_MAX_GENS; g = g->next) {
+        struct state_gen *sg = &st.gens[st.ngens++];
+        sg->id = g->id;
+        sg->proc = g->proc;
+        sg->own_group = !g->foreign || g->own_group;
+        snprintf(sg->state, sizeof(sg->state), "%s", gen_state_str(g->state));
+        snprintf(sg->notify, sizeof(sg->notify), "%s", g->notify_fd >= 0 ? g->notify_path : "");
+    }
+    if (state_save(s->tmpdir, &st) < 0)
+        say("cannot write the state file in %s: %s", s->tmpdir, strerror(errno));
+    state_free(&st);
+}
+
+/* Watch what a supervisor that died left running: its serving generation serves on, under
+ * us; any other drains.  Returns the serving one, or NULL. */
+static struct gen *take_orphans(struct sup *s) {
+    struct gen *serving = NULL;
+    for (uint32_t i = 0; i < s->orphans->ngens; i++) {
+        const struct state_gen *sg = &s->orphans->gens[i];
+        int pidfd = proc_pidfd(&sg->proc);
+        if (pidfd < 0)
+            continue; /* gone */
+        bool serves = serving == NULL && strcmp(sg->state, "serving") == 0;
+        struct gen *g =
+            gen_foreign(s, sg->id, sg->proc.pid, pidfd, serves ? GEN_SERVING : GEN_STARTING,
+                        sg->own_group, s->args->stop_signal);
+        if (g == NULL)
+            continue;
+        gen_rebind_notify(g, sg->notify);
+        if (serves) {
+            serving = g;
+            say("generation %d (pid %d) is serving: taken over from the supervisor (pid %d) "
+                "that died",
+                g->id, (int)g->pid, (int)s->orphans->sup.pid);
+        } else {
+            say("generation %d (pid %d), left %s by the supervisor that died, is stopped", g->id,
+                (int)g->pid, sg->state);
+            gen_drain(g);
+        }
+    }
+    return serving;
+}
+
 /* The sockets in the shapes the generations and "listeners" need. */
 static int prepare_sets(struct sup *s) {
     const struct serve_args *a = s->args;
@@ -656,22 +856,6 @@ static int prepare_sets(struct sup *s) {
     return 0;
 }
 
-static int make_tmpdir(struct sup *s) {
-    const char *base = getenv("TMPDIR");
-    if (base == NULL || base[0] != '/' || strlen(base) > 40)
-        base = "/tmp";
-    snprintf(s->tmpdir, sizeof(s->tmpdir), "%s/afdt-XXXXXX", base);
-    if (mkdtemp(s->tmpdir) == NULL) {
-        say("cannot make a private directory in %s: %s", base, strerror(errno));
-        s->tmpdir[0] = '\0';
-        return -1;
-    }
-    /* Searchable, not listable: a generation that drops its privileges can still reach its
-     * NOTIFY_SOCKET, whose senders are checked one by one. */
-    (void)chmod(s->tmpdir, 0711);
-    return 0;
-}
-
 static int watch_signals(struct sup *s) {
     const int sigs[4] = {SIGCHLD, SIGHUP, SIGTERM, SIGINT};
     for (int i = 0; i < 4; i++) {
@@ -688,24 +872,49 @@ int sup_run(struct sup *s) {
     int rc = 1;
     char why[256];
     s->eb = event_base_new();
-    if (s->eb == NULL || prepare_sets(s) < 0 || make_tmpdir(s) < 0 || watch_signals(s) < 0)
+    if (s->eb == NULL || prepare_sets(s) < 0 || watch_signals(s) < 0)
         goto out;
+    /* The state file is ours unless a live supervisor still runs: then once it retires. */
+    s->owns_state = s->pred_path == NULL;
     if (s->pred_path == NULL && open_control(s, false) < 0)
         goto out;
-    s->starting = gen_start(s, why, sizeof(why));
-    if (s->starting == NULL) {
-        say("%s", why);
-        goto out;
+    if (s->orphans)
+        s->current = take_orphans(s);
+    if (s->adopt_pidfd >= 0) {
+        /* Generation 0: the process we take the place of. */
+        int signal = s->args->adopt_signal;
+        s->current = gen_foreign(s, 0, s->adopt_pid, s->adopt_pidfd, GEN_SERVING, false, signal);
+        s->adopt_pidfd = -1; /* the generation's, or closed */
+        if (s->current == NULL)
+            goto out;
+        say("the adopted process (pid %d) serves until generation %d is ready", (int)s->adopt_pid,
+            s->next_gen);
+    }
+    if (s->current && s->orphans) {
+        s->state = SUP_RUNNING;
+        save_state(s);
+        tell_manager(s, "READY=1");
+    } else {
+        s->starting = gen_start(s, why, sizeof(why));
+        if (s->starting == NULL) {
+            say("%s", why);
+            goto out;
+        }
     }
     event_base_dispatch(s->eb);
     rc = s->exit_code;
     say("stopped; exit status %d", rc);
 out:
     close_control(s);
-    while (s->gens) /* only after a failure to start the loop */
+    if (s->adopt_pidfd >= 0)
+        close(s->adopt_pidfd);
+    s->adopt_pidfd = -1;
+    /* Only after a failure to start the loop; an adopted process is left as it was. */
+    while (s->gens)
         gen_free(s->gens);
-    if (s->tmpdir[0])
-        rmdir(s->tmpdir);
+    if (s->owns_state)
+        state_remove(s->tmpdir);
+    (void)rmdir(s->tmpdir); /* once empty: a successor's notify sockets may still be there */
     for (int i = 0; i < 4; i++)
         if (s->sigs[i])
             event_free(s->sigs[i]);

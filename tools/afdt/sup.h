@@ -9,6 +9,7 @@
 #include <sys/types.h>
 #include <sys/un.h>
 
+#include "state.h"
 #include "tool.h"
 
 struct event;
@@ -33,6 +34,14 @@ struct gen {
     bool cannot_tell;    /* some of its processes could not be looked at */
     char ready_how[96];  /* how it was found ready, for the log and afdt status */
     char status[128];    /* the last STATUS= it sent */
+    struct proc_id proc; /* its pid and start time, for the state file */
+    /* Not our child: a generation left by a supervisor that died, or a process adopted with
+     * --adopt.  Its exit comes through its pidfd; its exit status goes to its parent. */
+    bool foreign;
+    int pidfd;
+    struct event *exit_ev;
+    bool own_group; /* it leads its own process group, which is signalled with it */
+    int drain_sig;  /* what asks it to drain: SIGTERM, or --adopt-signal */
 };
 
 /* What became of one restart, for "result ID". */
@@ -69,7 +78,11 @@ struct sup {
     unsigned long *inos; /* their inodes, to see a generation accept on them (ready.c) */
     char **announce;     /* "NAME=VALUE"s telling a generation where they are (--convention) */
     size_t nannounce;
-    char tmpdir[80]; /* private directory of the notify sockets */
+    char tmpdir[STATE_DIR_MAX]; /* the runtime directory: notify sockets, state file */
+    bool owns_state;            /* the state file there is ours to write and remove */
+    struct state *orphans;      /* left running by a supervisor that died: take them over */
+    pid_t adopt_pid;            /* --adopt: the process whose place generation 1 takes */
+    int adopt_pidfd;
     struct gen *gens;
     struct gen *current;  /* the serving generation, or NULL */
     struct gen *starting; /* the generation on trial, or NULL */
@@ -90,9 +103,17 @@ struct sup {
     struct event *sigs[4];
 };
 
-/* A supervisor for @a, not yet running: takes NOTIFY_SOCKET (its own service manager's) out
- * of the environment, so each generation gets its own. */
-void sup_init(struct sup *s, const struct serve_args *a);
+/* A supervisor for @a, not yet running, whose runtime directory is @rundir: takes
+ * NOTIFY_SOCKET (its own service manager's) out of the environment, so each generation gets
+ * its own. */
+void sup_init(struct sup *s, const struct serve_args *a, const char *rundir);
+/* Take over the generations @st records, left running by a supervisor that died (the
+ * listeners already hold their sockets): the serving one serves on, the others drain.
+ * @st stays the caller's until sup_run() returns. */
+void sup_take_orphans(struct sup *s, struct state *st);
+/* Take the place of process @pid (its sockets already taken; @pidfd is the supervisor's
+ * now): it serves until generation 1 is ready, then gets --adopt-signal and drains. */
+void sup_adopt(struct sup *s, pid_t pid, int pidfd);
 /* Continue from the running supervisor @p: its counters, and the takeover once our first
  * generation is ready. */
 void sup_follow(struct sup *s, const struct predecessor *p);

@@ -35,7 +35,9 @@ struct serve_args {
     int64_t drain_timeout_ms;
     int stop_signal; /* how a generation is asked to finish (retired, or afdt stop) */
     enum convention convention;
-    char **argv; /* COMMAND [ARG...], NULL-terminated */
+    int adopt_pid;    /* --adopt PID, or 0 */
+    int adopt_signal; /* --adopt-signal, SIGTERM by default */
+    char **argv;      /* COMMAND [ARG...], NULL-terminated */
 };
 
 /* Run the supervisor; returns the process's exit status. */
