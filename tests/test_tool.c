@@ -610,6 +610,8 @@ TEST(a_generation_starts_with_default_signal_dispositions_and_an_empty_mask) {
     signal(SIGUSR1, SIG_DFL);
     CHECK_INT(reap(s.pid, WAIT_MS), ==, 0);
     read_file(s.log, log, sizeof(log));
+    if (!no_signals_in(log, "SigIgn:") || !no_signals_in(log, "SigBlk:"))
+        fprintf(stderr, "the generation's log:\n%s\n", log);
     CHECK(no_signals_in(log, "SigIgn:"));
     CHECK(no_signals_in(log, "SigBlk:"));
     check_no_children();
