@@ -72,6 +72,30 @@ static int probe_control(const char *path, struct predecessor *p, struct afdt_na
     return 1;
 }
 
+/* Copy the sockets of the process @pidfd refers to (@who, for messages): for each --listen,
+ * the one that @specs[i] describes.  Returns 0, or -1 after saying why. */
+static int take_sockets(const struct serve_args *a, int pidfd, const char *const *specs,
+                        const char *who, struct afdt_named_fd **taken, uint32_t *ntaken) {
+    const char **names = calloc(a->nls, sizeof(*names));
+    if (names == NULL) {
+        say("out of memory");
+        return -1;
+    }
+    for (uint32_t i = 0; i < a->nls; i++)
+        names[i] = a->ls[i].name;
+    struct afdt_error_t e = AFDT_ERROR_T_INIT;
+    int r = afdt_take_listeners_pidfd(pidfd, names, specs, a->nls, taken, &e);
+    int err = errno;
+    free(names);
+    if (r < 0) {
+        say("cannot take the sockets of %s: %s (%s)", who, e.message, strerror(err));
+        return -1;
+    }
+    *ntaken = a->nls;
+    say("took the sockets of %s", who);
+    return 0;
+}
+
 /* Take the sockets of a generation left running by a supervisor that died on our control
  * path, as its state file in @rundir records (into *@st, *@taken).  Returns 1 when taken, 0
  * when there is nothing to take over, -1 after saying why. */
@@ -79,61 +103,50 @@ static int take_from_orphan(const struct serve_args *a, const char *rundir, stru
                             struct afdt_named_fd **taken, uint32_t *ntaken) {
     if (state_load(rundir, st) <= 0)
         return 0;
-    const struct state_gen *serving = NULL;
-    for (uint32_t i = 0; i < st->ngens && serving == NULL; i++)
-        if (strcmp(st->gens[i].state, "serving") == 0 && proc_alive(&st->gens[i].proc))
-            serving = &st->gens[i];
     if (proc_alive(&st->sup)) {
         say("the supervisor (pid %d) recorded in %s runs but does not answer at %s; stop it "
             "first",
             (int)st->sup.pid, rundir, a->control);
         return -1;
     }
+    const struct state_gen *serving = NULL;
+    for (uint32_t i = 0; i < st->ngens && serving == NULL; i++)
+        if (strcmp(st->gens[i].state, "serving") == 0 && proc_alive(&st->gens[i].proc))
+            serving = &st->gens[i];
     if (serving == NULL)
         return 0; /* it died with its generations: a fresh start */
-    say("the supervisor (pid %d) on %s died; its generation %d (pid %d) still serves: taking it "
-        "over",
-        (int)st->sup.pid, a->control, serving->id, (int)serving->proc.pid);
+    char who[64];
+    snprintf(who, sizeof(who), "generation %d (pid %d)", serving->id, (int)serving->proc.pid);
+    say("the supervisor (pid %d) on %s died; its %s still serves: taking it over", (int)st->sup.pid,
+        a->control, who);
     /* The same sockets, by name and spec: each is then taken by its actual address. */
-    const char **names = calloc(a->nls, sizeof(*names)), **specs = calloc(a->nls, sizeof(*specs));
+    const char **specs = calloc(a->nls, sizeof(*specs));
     int r = -1;
-    if (names == NULL || specs == NULL) {
+    if (specs == NULL) {
         say("out of memory");
-        goto out;
+        return -1;
     }
     for (uint32_t i = 0; i < a->nls; i++) {
         for (uint32_t j = 0; j < st->nls && specs[i] == NULL; j++)
             if (strcmp(st->ls[j].name, a->ls[i].name) == 0 &&
                 strcmp(st->ls[j].spec, a->ls[i].spec) == 0)
                 specs[i] = st->ls[j].addr;
-        names[i] = a->ls[i].name;
         if (specs[i] == NULL || st->nls != a->nls) {
-            say("--listen %s=%s is not one of the sockets of generation %d (pid %d): give the "
-                "same --listen options as its supervisor had, or stop it (kill %d)",
-                a->ls[i].name, a->ls[i].spec, serving->id, (int)serving->proc.pid,
-                (int)serving->proc.pid);
+            say("--listen %s=%s is not one of the sockets of %s: give the same --listen options "
+                "as its supervisor had, or stop it (kill %d)",
+                a->ls[i].name, a->ls[i].spec, who, (int)serving->proc.pid);
             goto out;
         }
     }
     int pidfd = proc_pidfd(&serving->proc);
     if (pidfd < 0) {
-        say("generation %d (pid %d) is gone: %s", serving->id, (int)serving->proc.pid,
-            strerror(errno));
+        say("%s is gone: %s", who, strerror(errno));
         r = 0;
         goto out;
     }
-    struct afdt_error_t e = AFDT_ERROR_T_INIT;
-    if (afdt_take_listeners_pidfd(pidfd, names, specs, a->nls, taken, &e) < 0) {
-        int err = errno;
-        say("cannot take the sockets of generation %d (pid %d): %s (%s)", serving->id,
-            (int)serving->proc.pid, e.message, strerror(err));
-    } else {
-        *ntaken = a->nls;
-        r = 1;
-    }
+    r = take_sockets(a, pidfd, specs, who, taken, ntaken) < 0 ? -1 : 1;
     close(pidfd);
 out:
-    free(names);
     free(specs);
     return r;
 }
@@ -142,40 +155,31 @@ out:
  * its pidfd, or -1 after saying why. */
 static int take_from_adopted(const struct serve_args *a, struct afdt_named_fd **taken,
                              uint32_t *ntaken) {
+    char who[32];
+    snprintf(who, sizeof(who), "pid %d", a->adopt_pid);
     struct proc_id id = proc_id_of(a->adopt_pid);
     int pidfd = proc_pidfd(&id);
     if (pidfd < 0) {
-        int err = errno;
-        say("cannot take the sockets of pid %d: %s", a->adopt_pid,
-            err == ENOSYS ? "pidfd_open(2) needs Linux 5.3 or later"
-                          : "no such process (or it has exited)");
+        say("cannot take the sockets of %s: %s", who,
+            errno == ENOSYS ? "pidfd_open(2) needs Linux 5.3 or later"
+                            : "no such process (or it has exited)");
         return -1;
     }
-    const char **names = calloc(a->nls, sizeof(*names)), **specs = calloc(a->nls, sizeof(*specs));
-    if (names == NULL || specs == NULL) {
+    const char **specs = calloc(a->nls, sizeof(*specs));
+    if (specs == NULL) {
         say("out of memory");
-        goto fail;
+        close(pidfd);
+        return -1;
     }
-    for (uint32_t i = 0; i < a->nls; i++) {
-        names[i] = a->ls[i].name;
+    for (uint32_t i = 0; i < a->nls; i++)
         specs[i] = a->ls[i].spec;
-    }
-    struct afdt_error_t e = AFDT_ERROR_T_INIT;
-    if (afdt_take_listeners_pidfd(pidfd, names, specs, a->nls, taken, &e) < 0) {
-        int err = errno;
-        say("cannot take the sockets of pid %d: %s (%s)", a->adopt_pid, e.message, strerror(err));
-        goto fail;
-    }
-    *ntaken = a->nls;
-    free(names);
+    int r = take_sockets(a, pidfd, specs, who, taken, ntaken);
     free(specs);
-    say("took the sockets of pid %d", a->adopt_pid);
+    if (r < 0) {
+        close(pidfd);
+        return -1;
+    }
     return pidfd;
-fail:
-    free(names);
-    free(specs);
-    close(pidfd);
-    return -1;
 }
 
 int serve_main(const struct serve_args *a) {
