@@ -15,12 +15,21 @@ new_master() {
 }
 case $1.$2 in
 nginx.reload) nginx -c "$W/nginx.conf" -s reload 2>>"$W/native.log" ;;
-nginx.upgrade | gunicorn.usr2)
-    # The documented binary upgrade: USR2 starts a new master on the same sockets; once its
-    # workers run, the old master is told to finish.
-    old=$(cat "$W/$1.pid")
+nginx.upgrade)
+    # The documented binary upgrade: USR2 starts a new master on the same sockets (nginx.pid is
+    # its, the old one's is nginx.pid.oldbin); once its workers run, the old master finishes.
+    old=$(cat "$W/nginx.pid")
     kill -USR2 "$old"
-    new_master "$W/$1.pid" "$old" 2 && kill -"$(stop_sig "$1")" "$old"
+    new_master "$W/nginx.pid" "$old" 2 && kill -QUIT "$old"
+    ;;
+gunicorn.usr2)
+    # The same for gunicorn: the new master writes gunicorn.pid.2, and takes gunicorn.pid over
+    # once the old one is gone.
+    old=$(cat "$W/gunicorn.pid")
+    kill -USR2 "$old"
+    new_master "$W/gunicorn.pid.2" "$old" 2 && kill -TERM "$old"
+    wait_gone "$old"
+    new_master "$W/gunicorn.pid" "$old" 0
     ;;
 haproxy.sf)
     haproxy -D -p "$W/haproxy.pid" -f "$W/haproxy.cfg" -x "$W/haproxy.sock" \

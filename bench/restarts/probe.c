@@ -5,8 +5,9 @@
  *
  * notes the processes alive, runs COMMAND (which restarts the server somehow), and prints
  * "cmd_ms=A accept_ms=B status=S": A when COMMAND exited, B when a process that was not alive
- * before, named COMM (comm, as ps shows it), was first seen accepting on a TCP socket listening
- * on PORT (-1 when none within 30 s or when COMMAND failed), S COMMAND's exit status. */
+ * before, named COMM (comm, as ps shows it; or one of several, comma-separated), was first seen
+ * accepting on a TCP socket listening on PORT (-1 when none within 30 s or when COMMAND failed), S
+ * COMMAND's exit status. */
 #include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
@@ -85,7 +86,11 @@ static bool new_accepting(const pid_t *old, size_t nold, unsigned port, const ch
         if (fgets(name, sizeof(name), f))
             name[strcspn(name, "\n")] = '\0';
         fclose(f);
-        if (strcmp(name, comm) != 0)
+        size_t len = strlen(name);
+        bool match = false;
+        for (const char *c = comm; *c && !match; c += strcspn(c, ","), c += *c == ',')
+            match = strncmp(c, name, len) == 0 && (c[len] == ',' || c[len] == '\0');
+        if (!match)
             continue;
         (void)ready_scan_process(pids[i], inos, ninos, seen);
         for (size_t k = 0; k < ninos; k++)

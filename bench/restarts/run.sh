@@ -7,13 +7,14 @@
 #
 # Environment: RESTARTS (10 per scenario), RATE (requests/s per client, 4 clients), MODES
 # ("close keepalive"), OUT (docs/RESTARTS.md; empty: only print), AFDT_EXTRA (more afdt serve
-# options, e.g. --ready-timeout 1 to try an older afdt).
+# options, e.g. --ready-timeout 1 to try an older afdt), AFDT (the afdt program; LEGACY=1 for one
+# without --stop-signal and --convention). The raw results stay in BUILD_DIR/bench-restarts.
 set -u
 BUILD=$(cd "${1:-build}" && pwd)
 ONLY=${2:-.}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 HERE=$ROOT/bench/restarts
-AFDT=$BUILD/tools/afdt/afdt
+AFDT=${AFDT:-$BUILD/tools/afdt/afdt}
 LOAD=$BUILD/bench/afdt-restarts-load
 PROBE=$BUILD/bench/afdt-restarts-probe
 RESTARTS=${RESTARTS:-10}
@@ -40,7 +41,8 @@ done
 
 W=$(mktemp -d /tmp/afdt-restarts.XXXXXX)
 export W
-RES=$W/results
+RES=$BUILD/bench-restarts
+rm -rf "$RES"
 mkdir -p "$RES" "$W/www"
 printf 'ok\n' >"$W/www/index.html"
 trap 'kill $(jobs -p) 2>/dev/null; wait; rm -rf "$W"' EXIT
@@ -50,6 +52,7 @@ trap 'kill $(jobs -p) 2>/dev/null; wait; rm -rf "$W"' EXIT
 lighttpd_conf() {
     cat <<EOF
 server.document-root = "$W/www"
+index-file.names = ("index.html")
 server.bind = "127.0.0.1"
 server.port = $PORT
 server.errorlog = "$W/lighttpd.err"
@@ -115,6 +118,7 @@ afdt_line() {
 comm_of() {
     case $1 in
     uvicorn) echo python3 ;;
+    gunicorn) echo gunicorn,python3 ;; # its USR2 re-executes python3
     rollback) echo node ;;
     *) echo "$1" ;;
     esac
@@ -148,7 +152,7 @@ restart_cmd() { # SERVER METHOD
     esac
 }
 start() { # SERVER METHOD
-    rm -f "$W/bad"
+    rm -f "$W/bad" "$W"/*.pid*
     case $2 in
     afdt)
         # shellcheck disable=SC2046
