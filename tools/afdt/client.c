@@ -45,9 +45,11 @@ int ask(const char *path, const char *request, char *resp, size_t size, int *fd,
     struct afdt_error_t e = AFDT_ERROR_T_INIT;
     if (exchange(path, request, resp, size, fd, named, nnamed, &e) < 0) {
         int err = errno;
-        if (is_gone(&e))
+        if (is_gone(&e)) {
             say("nothing answers at %s: %s", path, strerror(err));
-        else if (e.operation == AFDT_TIMEOUT)
+            return -2;
+        }
+        if (e.operation == AFDT_TIMEOUT)
             say("%s did not answer within %d s", path, TOOL_ASK_TIMEOUT_S);
         else
             say("the exchange with %s failed: %s%s%s", path, err ? strerror(err) : "",
@@ -63,47 +65,107 @@ int ask(const char *path, const char *request, char *resp, size_t size, int *fd,
     return 0;
 }
 
-int cmd_restart(const char *control) {
-    char resp[AFDT_MSGLEN + 1], req[32];
-    int id;
-    if (ask(control, "restart", resp, sizeof(resp), NULL, NULL, NULL) < 0)
-        return 1;
-    if (sscanf(resp, "started %d", &id) != 1) {
-        if (strncmp(resp, "error ", 6) == 0)
-            say("no restart: %s", resp + 6);
-        else
-            say("unexpected answer from %s: \"%s\"", control, resp);
-        return 1;
+/* The exit status for a failed ask(). */
+static int ask_failed(int r) {
+    return r == -2 ? TOOL_EXIT_NO_SUPERVISOR : TOOL_EXIT_FAILED;
+}
+
+/* One line from @fd (the supervisor's end may take its time), without its newline; false at end
+ * of file before a whole line. */
+static bool read_line(int fd, char *buf, size_t size) {
+    size_t n = 0;
+    while (n < size - 1) {
+        ssize_t r = read(fd, buf + n, 1);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        if (buf[n] == '\n') {
+            buf[n] = '\0';
+            return true;
+        }
+        n++;
     }
-    /* The supervisor answers at once; the outcome comes when the new generation is ready,
-     * gives up, or runs out of time. */
+    buf[n] = '\0';
+    return false;
+}
+
+/* An older supervisor sends no descriptor with "started": ask for the outcome until it is known. */
+static int poll_outcome(const char *control, int id, char *resp, size_t size) {
+    char req[32];
     snprintf(req, sizeof(req), "result %d", id);
     for (;;) {
         sleep_ms_tool(POLL_MS);
-        if (ask(control, req, resp, sizeof(resp), NULL, NULL, NULL) < 0) {
+        int r = ask(control, req, resp, size, NULL, NULL, NULL);
+        if (r < 0) {
             say("lost the supervisor before restart %d finished", id);
-            return 1;
+            return ask_failed(r);
         }
-        if (strcmp(resp, "pending") == 0)
-            continue;
-        if (strncmp(resp, "ok ", 3) == 0) {
-            printf("restart %d succeeded: %s\n", id, resp + 3);
+        if (strcmp(resp, "pending") != 0)
             return 0;
-        }
-        if (strncmp(resp, "failed ", 7) == 0) {
-            printf("restart %d failed: %s\n", id, resp + 7);
-            return 1;
+    }
+}
+
+int cmd_restart(const char *control, bool wait) {
+    char resp[AFDT_MSGLEN + 1], line[AFDT_MSGLEN + 64];
+    int id, fd = -1, rc;
+    int r = ask(control, "restart", resp, sizeof(resp), &fd, NULL, NULL);
+    if (r < 0)
+        return ask_failed(r);
+    if (sscanf(resp, "started %d", &id) != 1) {
+        if (fd >= 0)
+            close(fd);
+        if (strncmp(resp, "error ", 6) == 0) {
+            say("no restart: %s", resp + 6);
+            return strncmp(resp + 6, "busy", 4) == 0 || strncmp(resp + 6, "stopping", 8) == 0
+                       ? TOOL_EXIT_BUSY
+                       : TOOL_EXIT_FAILED;
         }
         say("unexpected answer from %s: \"%s\"", control, resp);
-        return 1;
+        return TOOL_EXIT_FAILED;
     }
+    /* The supervisor answers at once, with a pipe it writes the outcome into when the new
+     * generation is ready, fails or runs out of time ("ok TEXT" or "failed TEXT"), then, with
+     * "gone", when the generation it replaced has exited. */
+    if (fd < 0) {
+        if (wait)
+            say("this supervisor cannot tell when the old generation is gone: not waiting");
+        if ((rc = poll_outcome(control, id, line, sizeof(line))) != 0)
+            return rc;
+    } else if (!read_line(fd, line, sizeof(line))) {
+        say("the supervisor went away before restart %d finished", id);
+        close(fd);
+        return TOOL_EXIT_NO_SUPERVISOR;
+    }
+    rc = TOOL_EXIT_FAILED;
+    if (strncmp(line, "ok ", 3) == 0) {
+        printf("restart %d succeeded: %s\n", id, line + 3);
+        rc = 0;
+    } else if (strncmp(line, "failed ", 7) == 0) {
+        printf("restart %d failed: %s\n", id, line + 7);
+    } else {
+        say("unexpected outcome from %s: \"%s\"", control, line);
+    }
+    if (rc == 0 && wait && fd >= 0) {
+        fflush(stdout);
+        if (read_line(fd, line, sizeof(line)) && strcmp(line, "gone") == 0) {
+            printf("restart %d: the old generation is gone\n", id);
+        } else {
+            say("the supervisor went away before the old generation was gone");
+            rc = TOOL_EXIT_NO_SUPERVISOR;
+        }
+    }
+    if (fd >= 0)
+        close(fd);
+    return rc;
 }
 
 int cmd_status(const char *control, bool json) {
     char resp[AFDT_MSGLEN + 1], buf[4096];
     int fd;
-    if (ask(control, json ? "status json" : "status", resp, sizeof(resp), &fd, NULL, NULL) < 0)
-        return 1;
+    int r = ask(control, json ? "status json" : "status", resp, sizeof(resp), &fd, NULL, NULL);
+    if (r < 0)
+        return ask_failed(r);
     if (strcmp(resp, "ok") != 0 || fd < 0) {
         say("no status from %s: \"%s\"", control, resp);
         if (fd >= 0)
@@ -126,8 +188,9 @@ int cmd_status(const char *control, bool json) {
 int cmd_stop(const char *control) {
     char resp[AFDT_MSGLEN + 1];
     int pid;
-    if (ask(control, "stop", resp, sizeof(resp), NULL, NULL, NULL) < 0)
-        return 1;
+    int r = ask(control, "stop", resp, sizeof(resp), NULL, NULL, NULL);
+    if (r < 0)
+        return ask_failed(r);
     if (sscanf(resp, "stopping pid=%d", &pid) != 1) {
         say("unexpected answer from %s: \"%s\"", control, resp);
         return 1;

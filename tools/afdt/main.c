@@ -24,7 +24,7 @@ static const char usage_text[] =
     "                  [--stop-signal SIG] [--convention systemd|nginx|einhorn]\n"
     "                  [--control-mode MODE] [--adopt PID [--adopt-signal SIG]]\n"
     "                  -- COMMAND [ARG...]\n"
-    "       afdt restart --control PATH\n"
+    "       afdt restart --control PATH [--wait]\n"
     "       afdt status  --control PATH [--json]\n"
     "       afdt stop    --control PATH\n"
     "       afdt exec    --from PATH [--name NAME...] [--request WORD] -- COMMAND [ARG...]\n"
@@ -225,7 +225,7 @@ static int main_serve(struct args *a) {
 
 static int main_control(struct args *a) {
     const char *control = NULL;
-    bool json = false;
+    bool json = false, wait = false;
     int r;
     while ((r = next_arg(a)) == 1) {
         if (is_opt(a, "--control")) {
@@ -233,6 +233,9 @@ static int main_control(struct args *a) {
         } else if (is_opt(a, "--json") && strcmp(a->cmd, "status") == 0) {
             opt_flag(a);
             json = true;
+        } else if (is_opt(a, "--wait") && strcmp(a->cmd, "restart") == 0) {
+            opt_flag(a);
+            wait = true;
         } else {
             unknown_option(a);
         }
@@ -241,7 +244,7 @@ static int main_control(struct args *a) {
         usage_error(a->cmd, "unexpected argument '%s'", a->argv[a->i]);
     need_path(a, control, "--control");
     if (strcmp(a->cmd, "restart") == 0)
-        return cmd_restart(control);
+        return cmd_restart(control, wait);
     if (strcmp(a->cmd, "status") == 0)
         return cmd_status(control, json);
     return cmd_stop(control);

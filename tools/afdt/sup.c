@@ -2,6 +2,7 @@
 /* The supervisor's state machine: every event (signals, child exits, notifications, timers,
  * control requests) arrives here, and only here does the supervisor's state change. */
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -79,12 +80,29 @@ static void finish_if_done(struct sup *s) {
         event_base_loopexit(s->eb, NULL);
 }
 
-static void finish_restart(struct sup *s, bool ok, const char *text) {
+/* Write @line into a client's outcome pipe: at most a few hundred bytes into an empty pipe, so it
+ * never blocks; a client that went away (EPIPE) is no matter. */
+static void tell_waiter(int fd, const char *line) {
+    if (fd >= 0 && write(fd, line, strlen(line)) < 0 && errno != EPIPE)
+        say("cannot write a restart's outcome: %s", strerror(errno));
+}
+
+/* The restart in progress is over; the client waiting on its outcome pipe, if any, is told, and,
+ * when @old (the generation it replaced) drains, told again once that one is gone. */
+static void finish_restart(struct sup *s, bool ok, const char *text, struct gen *old) {
     struct outcome *o = &s->outcomes[s->restart_id % SUP_OUTCOMES];
+    char line[sizeof(o->text) + 16];
     o->state = ok ? OUTCOME_OK : OUTCOME_FAILED;
     snprintf(o->text, sizeof(o->text), "%s", text);
     say("restart %d %s: %s", s->restart_id, ok ? "succeeded" : "failed", text);
     s->restart_id = 0;
+    snprintf(line, sizeof(line), "%s %s\n", ok ? "ok" : "failed", o->text);
+    tell_waiter(s->result_fd, line);
+    if (ok && old && s->result_fd >= 0 && old->gone_fd < 0)
+        old->gone_fd = s->result_fd; /* now the old generation's, closed with it */
+    else if (s->result_fd >= 0)
+        close(s->result_fd);
+    s->result_fd = -1;
 }
 
 static void close_control(struct sup *s) {
@@ -101,7 +119,7 @@ static void stop(struct sup *s, int code, const char *why) {
     say("stopping (%s)", why);
     tell_manager(s, "STOPPING=1");
     if (s->restart_id)
-        finish_restart(s, false, "the supervisor is stopping");
+        finish_restart(s, false, "the supervisor is stopping", NULL);
     s->starting = NULL;
     s->current = NULL;
     for (struct gen *g = s->gens; g; g = g->next)
@@ -131,7 +149,7 @@ static void start_failed(struct sup *s, struct gen *g, const char *what, int cod
                      what, s->current->id, (int)s->current->pid);
         else
             snprintf(text, sizeof(text), "%s, and the serving generation had exited", what);
-        finish_restart(s, false, text);
+        finish_restart(s, false, text, NULL);
         tell_manager(s, "READY=1");
         if (s->current == NULL)
             stop(s, s->current_exit < 0 ? 1 : s->current_exit, "no generation left to serve");
@@ -205,7 +223,7 @@ static void gen_ready(struct gen *g, const char *how) {
         else
             snprintf(text, sizeof(text), "generation %d (pid %d) took over (%s)", g->id,
                      (int)g->pid, how);
-        finish_restart(s, true, text);
+        finish_restart(s, true, text, old);
         s->current_exit = -1;
         if (old)
             gen_drain(old);
@@ -241,7 +259,7 @@ static void gen_look(struct gen *g) {
                                    : "it is accepting on every socket");
     } else if (v == READY_CANNOT_TELL && g->sent_ready) {
         gen_ready(g, "it sent READY=1; whether it accepts cannot be seen");
-    } else {
+    } else if (g->scan) {
         struct timeval tv = ms_tv(READY_SCAN_MS);
         evtimer_add(g->scan, &tv);
     }
@@ -289,6 +307,10 @@ static void gen_free(struct gen *g) {
     if (g->notify_fd >= 0) {
         (void)unlink(g->notify_path);
         close(g->notify_fd);
+    }
+    if (g->gone_fd >= 0) {
+        tell_waiter(g->gone_fd, "gone\n");
+        close(g->gone_fd);
     }
     if (g->pidfd >= 0)
         close(g->pidfd);
@@ -390,6 +412,7 @@ static struct gen *gen_start(struct sup *s, char *why, size_t size) {
     g->notify_fd = -1;
     g->pidfd = -1;
     g->drain_sig = s->args->stop_signal;
+    g->gone_fd = -1;
     snprintf(g->notify_path, sizeof(g->notify_path), "%s/notify-%d", s->tmpdir, g->id);
     g->notify_fd = notify_open(g->notify_path);
     if (g->notify_fd < 0) {
@@ -442,20 +465,30 @@ fail:
     return NULL;
 }
 
-static int restart(struct sup *s, const char *origin, char *msg, size_t size) {
+/* Start a restart; @result_fd (ours, or -1) is the write end of the asking client's outcome
+ * pipe.  Returns the restart's number, or -1 with @msg saying why not now. */
+static int restart(struct sup *s, const char *origin, int result_fd, char *msg, size_t size) {
     if (s->state == SUP_STOPPING) {
         snprintf(msg, size, "stopping: the supervisor is shutting down");
-        return -1;
-    }
-    if (s->starting && s->restart_id == 0) {
-        snprintf(msg, size, "busy: generation %d is still starting", s->starting->id);
-        return -1;
-    }
-    if (s->starting) {
+    } else if (s->starting && s->restart_id == 0) {
+        char t[32];
+        format_age(s->args->ready_timeout_ms - (now_ms() - s->starting->started_ms), t, sizeof(t));
+        snprintf(msg, size,
+                 "busy: generation %d, the first, is still starting (it has %s left to be "
+                 "ready); ask again once it serves",
+                 s->starting->id, t);
+    } else if (s->starting) {
         snprintf(msg, size, "busy: a restart is in progress (generation %d is starting)",
                  s->starting->id);
+    } else {
+        msg = NULL;
+    }
+    if (msg) {
+        if (result_fd >= 0)
+            close(result_fd);
         return -1;
     }
+    s->result_fd = result_fd;
     int id = ++s->last_restart_id;
     struct outcome *o = &s->outcomes[id % SUP_OUTCOMES];
     o->id = id;
@@ -544,6 +577,7 @@ static struct gen *gen_foreign(struct sup *s, int id, pid_t pid, int pidfd, enum
     g->state = state;
     g->started_ms = now_ms();
     g->notify_fd = -1;
+    g->gone_fd = -1;
     g->foreign = true;
     g->pidfd = pidfd;
     g->own_group = own_group;
@@ -591,7 +625,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg) {
         }
     } else if (sig == SIGHUP) {
         char msg[200];
-        if (restart(s, "SIGHUP", msg, sizeof(msg)) < 0)
+        if (restart(s, "SIGHUP", -1, msg, sizeof(msg)) < 0)
             say("SIGHUP: no restart: %s", msg);
     } else {
         stop(s, 0, sig == SIGINT ? "SIGINT" : "SIGTERM");
@@ -622,8 +656,27 @@ static int on_control(const struct afdt_peer *peer, const uint8_t *request, uint
     case CTL_RESTART: {
         char origin[64];
         snprintf(origin, sizeof(origin), "asked by pid %d", (int)peer->pid);
-        int id = restart(s, origin, msg, sizeof(msg));
-        n = id < 0 ? snprintf(out, cap, "error %s", msg) : snprintf(out, cap, "started %d", id);
+        /* The reply carries the read end of a pipe the outcome is written into when known, as
+         * the control channel answers each request once, at once. */
+        int p[2] = {-1, -1};
+        if (pipe2(p, O_CLOEXEC) < 0 || fcntl(p[1], F_SETFL, O_NONBLOCK) < 0) {
+            say("no outcome pipe for this restart (%s): the client will ask", strerror(errno));
+            if (p[0] >= 0)
+                close(p[0]), close(p[1]);
+            p[0] = p[1] = -1;
+        }
+        int id = restart(s, origin, p[1], msg, sizeof(msg));
+        if (id < 0) {
+            n = snprintf(out, cap, "error %s", msg);
+            if (p[0] >= 0)
+                close(p[0]);
+            break;
+        }
+        n = snprintf(out, cap, "started %d", id);
+        if (p[0] >= 0) {
+            reply->fds[0] = p[0]; /* closed by on_control_done */
+            reply->nfds = 1;
+        }
         break;
     }
     case CTL_RESULT: {
@@ -676,6 +729,7 @@ void sup_init(struct sup *s, const struct serve_args *a, const char *rundir) {
     snprintf(s->tmpdir, sizeof(s->tmpdir), "%s", rundir);
     s->next_gen = 1;
     s->current_exit = -1;
+    s->result_fd = -1;
     s->started_ms = now_ms();
     const char *ns = getenv("NOTIFY_SOCKET");
     if (ns && strlen(ns) < sizeof(s->parent_notify))

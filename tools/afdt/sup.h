@@ -33,6 +33,7 @@ struct gen {
     bool sent_ready;     /* it sent READY=1 */
     bool cannot_tell;    /* some of its processes could not be looked at */
     char ready_how[96];  /* how it was found ready, for the log and afdt status */
+    int gone_fd; /* a restart's outcome pipe, told "gone" and closed when this one is freed */
     char status[128];    /* the last STATUS= it sent */
     struct proc_id proc; /* its pid and start time, for the state file */
     /* Not our child: a generation left by a supervisor that died, or a process adopted with
@@ -90,6 +91,7 @@ struct sup {
     bool uses_notify; /* a generation has sent READY=1 (said in the greeting; requires nothing) */
     unsigned restarts, rollbacks;
     int restart_id; /* the restart in progress, or 0 */
+    int result_fd;  /* its outcome pipe (afdt restart holds the other end), or -1 */
     int last_restart_id;
     struct outcome outcomes[SUP_OUTCOMES];
     enum sup_state state;

@@ -10,8 +10,13 @@
 
 #include "listeners.h"
 
-/* Exit status for a command line the tool does not understand. */
+/* Exit statuses (afdt(1), EXIT STATUS): 1 a restart rolled back, or an exchange that failed; 2 a
+ * command line the tool does not understand; 3 not now (another restart in progress, the first
+ * generation still starting, the supervisor stopping); 4 no supervisor answers. */
+#define TOOL_EXIT_FAILED 1
 #define TOOL_EXIT_USAGE 2
+#define TOOL_EXIT_BUSY 3
+#define TOOL_EXIT_NO_SUPERVISOR 4
 /* The version of the control protocol, in the supervisor's greeting. */
 #define TOOL_PROTOCOL "afdt-supervisor 1"
 /* How long one control exchange may take. */
@@ -47,11 +52,11 @@ int serve_main(const struct serve_args *a);
 
 /* One exchange with the supervisor (or any libafdt server) at @path, with the client's
  * timeout.  @resp gets a NUL-terminated answer.  @fd (may be NULL) gets a descriptor that
- * came with it, or -1.  @named (may be NULL) gets a named set.  Returns 0, or -1 after
- * saying why. */
+ * came with it, or -1.  @named (may be NULL) gets a named set.  Returns 0, or after saying why
+ * -2 when nothing answers at @path, -1 on any other failure. */
 int ask(const char *path, const char *request, char *resp, size_t size, int *fd,
         struct afdt_named_fd **named, uint32_t *nnamed);
-int cmd_restart(const char *control);
+int cmd_restart(const char *control, bool wait);
 int cmd_status(const char *control, bool json);
 int cmd_stop(const char *control);
 int cmd_exec(const char *from, const char *request, const char *const *names, uint32_t nnames,
