@@ -33,8 +33,8 @@ struct gen {
     bool sent_ready;     /* it sent READY=1 */
     bool cannot_tell;    /* some of its processes could not be looked at */
     char ready_how[96];  /* how it was found ready, for the log and afdt status */
-    int gone_fd; /* a restart's outcome pipe, told "gone" and closed when this one is freed */
-    char status[128];    /* the last STATUS= it sent */
+    int gone_fd;      /* a restart's outcome pipe, told "gone" and closed when this one is freed */
+    char status[128]; /* the last STATUS= it sent */
     struct proc_id proc; /* its pid and start time, for the state file */
     /* Not our child: a generation left by a supervisor that died, or a process adopted with
      * --adopt.  Its exit comes through its pidfd; its exit status goes to its parent. */
