@@ -176,7 +176,7 @@ TEST(serve_exits_with_the_status_of_a_generation_that_exits_on_its_own) {
     struct sv s;
     sv_init(&s);
     char buf[256];
-    SV_START(&s, "--listen", "web=tcp:127.0.0.1:0");
+    SV_START(&s, "--listen", "web=tcp:127.0.0.1:0", "--restart", "never");
     struct sockaddr_in a = loopback(sv_port(&s, "web"));
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     CHECK_INT(connect(fd, (struct sockaddr *)&a, sizeof(a)), ==, 0);
@@ -198,7 +198,7 @@ TEST(the_drain_timeout_kills_a_generation_that_ignores_sigterm) {
     SV_START(&s, "--listen", "web=tcp:127.0.0.1:0", "--drain-timeout", "0.2");
     CHECK_INT(RUN_TOOL(out, "stop", "--control", s.ctl), ==, 0);
     CHECK_INT(reap(s.pid, WAIT_MS), ==, 0);
-    CHECK(wait_log(s.log, "did not exit within the drain timeout (0.2s): SIGKILL", 1));
+    CHECK(wait_log(s.log, "did not end within the drain timeout (0.2s): SIGKILL", 1));
     CHECK(wait_log(s.log, "was killed by signal 9", 1));
     check_no_children();
 }

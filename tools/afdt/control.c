@@ -91,7 +91,10 @@ static void status_json(const struct sup *s, FILE *f) {
         json_str(f, g->status);
         fputs(",\"ready\":", f);
         json_str(f, g->ready_how);
-        fputc('}', f);
+        fputs(",\"processes\":[", f);
+        for (size_t i = 0; i < g->procs.n; i++)
+            fprintf(f, "%s%d", i ? "," : "", (int)g->procs.list[i].pid);
+        fputs("]}", f);
     }
     fputs("],\"sockets\":[", f);
     for (uint32_t i = 0; i < s->args->nls; i++) {
@@ -107,8 +110,8 @@ static void status_json(const struct sup *s, FILE *f) {
         json_str(f, addr);
         fprintf(f, ",\"port\":%d,\"source\":\"%s\"}", port, listener_source_str(l->source));
     }
-    fprintf(f, "],\"restarts\":%u,\"rollbacks\":%u,\"restart_in_progress\":", s->restarts,
-            s->rollbacks);
+    fprintf(f, "],\"restarts\":%u,\"rollbacks\":%u,\"respawns\":%u,\"restart_in_progress\":",
+            s->restarts, s->rollbacks, s->respawns);
     if (s->starting && s->restart_id)
         fprintf(f, "{\"restart\":%d,\"generation\":%d}", s->restart_id, s->starting->id);
     else
@@ -125,8 +128,8 @@ static void status_text(const struct sup *s, FILE *f) {
     fputs("command     ", f);
     for (int i = 0; s->args->argv[i]; i++)
         fprintf(f, " %s", s->args->argv[i]);
-    fprintf(f, "\nrestarts     %u (rollbacks %u)%s\n", s->restarts, s->rollbacks,
-            s->starting && s->restart_id ? ", one in progress" : "");
+    fprintf(f, "\nrestarts     %u (rollbacks %u)%s, respawns %u\n", s->restarts, s->rollbacks,
+            s->starting && s->restart_id ? ", one in progress" : "", s->respawns);
     fprintf(f, "generations  %-4s %-8s %-9s %-7s %s\n", "GEN", "PID", "STATE", "AGE", "STATUS");
     for (const struct gen *g = s->gens; g; g = g->next) {
         format_age(now - g->started_ms, age, sizeof(age));
@@ -134,6 +137,10 @@ static void status_text(const struct sup *s, FILE *f) {
                 gen_state_str(g->state), age, g->status);
         if (g->ready_how[0])
             fprintf(f, "                  ready: %s\n", g->ready_how);
+        fputs("                  processes", f);
+        for (size_t i = 0; i < g->procs.n; i++)
+            fprintf(f, " %d", (int)g->procs.list[i].pid);
+        fputc('\n', f);
     }
     fprintf(f, "sockets      %-12s %-24s %-18s %s\n", "NAME", "ADDRESS", "SOURCE", "SPEC");
     for (uint32_t i = 0; i < s->args->nls; i++) {

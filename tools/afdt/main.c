@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "spawn.h"
 #include "tool.h"
 
 #ifndef AFDT_TOOL_VERSION
@@ -22,6 +23,7 @@ static const char usage_text[] =
     "usage: afdt serve --control PATH --listen NAME=SPEC [--listen NAME=SPEC...]\n"
     "                  [--ready-timeout SECONDS] [--drain-timeout SECONDS]\n"
     "                  [--stop-signal SIG] [--convention systemd|nginx|einhorn]\n"
+    "                  [--restart never|on-failure|always] [--user USER[:GROUP]]\n"
     "                  [--control-mode MODE] [--adopt PID [--adopt-signal SIG]]\n"
     "                  -- COMMAND [ARG...]\n"
     "       afdt restart --control PATH [--wait]\n"
@@ -161,6 +163,7 @@ static int main_serve(struct args *a) {
                            .drain_timeout_ms = 30000,
                            .stop_signal = SIGTERM,
                            .adopt_signal = SIGTERM};
+    struct spawn_user user;
     s.ls = calloc((size_t)a->argc, sizeof(*s.ls));
     if (s.ls == NULL) {
         say("out of memory");
@@ -202,6 +205,21 @@ static int main_serve(struct args *a) {
             s.adopt_pid = (int)pid;
         } else if (is_opt(a, "--adopt-signal")) {
             s.adopt_signal = parse_signal(a, opt_value(a));
+        } else if (is_opt(a, "--restart")) {
+            const char *v = opt_value(a);
+            if (strcmp(v, "on-failure") == 0)
+                s.restart = RESTART_ON_FAILURE;
+            else if (strcmp(v, "never") == 0)
+                s.restart = RESTART_NEVER;
+            else if (strcmp(v, "always") == 0)
+                s.restart = RESTART_ALWAYS;
+            else
+                usage_error(a->cmd, "--restart wants never, on-failure or always, not '%s'", v);
+        } else if (is_opt(a, "--user")) {
+            char why[200];
+            if (spawn_user_parse(opt_value(a), &user, why, sizeof(why)) < 0)
+                usage_error(a->cmd, "%s", why);
+            s.user = &user;
         } else if (is_opt(a, "--control-mode")) {
             const char *v = opt_value(a);
             char *end;

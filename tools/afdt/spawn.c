@@ -3,6 +3,8 @@
  * reported through a pipe. */
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -87,6 +89,13 @@ __attribute__((noreturn)) static void child(const struct spawn_req *r, int err_f
     int ef = fcntl(err_fd, F_DUPFD_CLOEXEC, (int)(3 + r->nfds)); /* above the sockets' range */
     if (ef < 0)
         _exit(127);
+    /* Into the generation's cgroup before anything else, so all it starts is in there too
+     * ("0": the writer); where it cannot, the parent's /proc walk follows it instead. */
+    if (r->cgroup_procs >= 0)
+        (void)!write(r->cgroup_procs, "0", 1);
+    if (r->user && (setgroups(r->user->ngroups, r->user->groups) < 0 || setgid(r->user->gid) < 0 ||
+                    setuid(r->user->uid) < 0))
+        goto fail;
     if (place_listen_fds(r->fds, r->scratch, r->nfds) < 0)
         goto fail;
     put_digits(r->pid_digits, (long)getpid());
@@ -138,7 +147,61 @@ pid_t spawn_start(const struct spawn_req *r, char *why, size_t size) {
     return pid;
 }
 
-void spawn_signal(pid_t pid, int sig) {
-    kill(-pid, sig);
-    kill(pid, sig);
+/* ---- --user USER[:GROUP] ---- */
+
+/* @name as a number, when it is all digits. */
+static int as_id(const char *name, unsigned *ret) {
+    char *end;
+    if (name[0] < '0' || name[0] > '9')
+        return -1;
+    unsigned long v = strtoul(name, &end, 10);
+    if (*end != '\0' || v > 0x7fffffffUL)
+        return -1;
+    *ret = (unsigned)v;
+    return 0;
+}
+
+int spawn_user_parse(const char *spec, struct spawn_user *ret, char *why, size_t size) {
+    struct spawn_user u;
+    memset(&u, 0, sizeof(u));
+    const char *colon = strchr(spec, ':');
+    size_t ulen = colon ? (size_t)(colon - spec) : strlen(spec);
+    if (ulen == 0 || ulen >= sizeof(u.name) || (colon && colon[1] == '\0')) {
+        snprintf(why, size, "--user wants USER or USER:GROUP, not '%s'", spec);
+        return -1;
+    }
+    memcpy(u.name, spec, ulen);
+    char buf[16384];
+    struct passwd pw, *pwp = NULL;
+    unsigned id;
+    if (getpwnam_r(u.name, &pw, buf, sizeof(buf), &pwp) != 0 || pwp == NULL) {
+        if (as_id(u.name, &id) < 0 || getpwuid_r(id, &pw, buf, sizeof(buf), &pwp) != 0 ||
+            pwp == NULL) {
+            snprintf(why, size, "--user: no user named '%s'", u.name);
+            return -1;
+        }
+    }
+    u.uid = pwp->pw_uid;
+    u.gid = pwp->pw_gid;
+    snprintf(u.name, sizeof(u.name), "%s", pwp->pw_name);
+    snprintf(u.home, sizeof(u.home), "%s", pwp->pw_dir ? pwp->pw_dir : "/");
+    if (colon) {
+        struct group gr, *grp = NULL;
+        if ((getgrnam_r(colon + 1, &gr, buf, sizeof(buf), &grp) != 0 || grp == NULL) &&
+            (as_id(colon + 1, &id) < 0 || getgrgid_r(id, &gr, buf, sizeof(buf), &grp) != 0 ||
+             grp == NULL)) {
+            snprintf(why, size, "--user: no group named '%s'", colon + 1);
+            return -1;
+        }
+        u.gid = grp->gr_gid;
+    }
+    /* Its supplementary groups, as initgroups(3) would set them, with GROUP among them. */
+    int n = SPAWN_GROUPS_MAX;
+    if (getgrouplist(u.name, u.gid, u.groups, &n) < 0) {
+        snprintf(why, size, "--user %s: more than %d groups", u.name, SPAWN_GROUPS_MAX);
+        return -1;
+    }
+    u.ngroups = (size_t)n;
+    *ret = u;
+    return 0;
 }

@@ -25,6 +25,7 @@
 static void gen_drain(struct gen *g);
 static void gen_free(struct gen *g);
 static void save_state(struct sup *s);
+static void respawn_or_stop(struct sup *s, int code, bool failure);
 
 /* How often a starting generation is looked at to see whether it accepts yet. */
 #define READY_SCAN_MS 10
@@ -122,6 +123,8 @@ static void stop(struct sup *s, int code, const char *why) {
         finish_restart(s, false, "the supervisor is stopping", NULL);
     s->starting = NULL;
     s->current = NULL;
+    if (s->respawn_timer)
+        evtimer_del(s->respawn_timer);
     for (struct gen *g = s->gens; g; g = g->next)
         gen_drain(g);
     finish_if_done(s);
@@ -152,7 +155,12 @@ static void start_failed(struct sup *s, struct gen *g, const char *what, int cod
         finish_restart(s, false, text, NULL);
         tell_manager(s, "READY=1");
         if (s->current == NULL)
-            stop(s, s->current_exit < 0 ? 1 : s->current_exit, "no generation left to serve");
+            respawn_or_stop(s, s->current_exit < 0 ? 1 : s->current_exit, s->current_exit != 0);
+        return;
+    }
+    if (s->respawning) {
+        say("%s", what);
+        respawn_or_stop(s, code, true);
         return;
     }
     if (s->pred_path) {
@@ -207,6 +215,7 @@ static void gen_ready(struct gen *g, const char *how) {
     if (g != s->starting)
         return; /* a serving generation saying it again, or one already given up */
     s->starting = NULL;
+    s->respawning = false;
     evtimer_del(g->timer);
     evtimer_del(g->scan);
     snprintf(g->ready_how, sizeof(g->ready_how), "%s", how);
@@ -284,9 +293,20 @@ static void gen_ready_timeout(struct gen *g) {
 
 static struct gen *gen_by_pid(struct sup *s, pid_t pid) {
     for (struct gen *g = s->gens; g; g = g->next)
-        if (g->pid == pid)
+        if (g->pid == pid && !g->ended)
             return g;
     return NULL;
+}
+
+/* Look again at which processes each generation has. */
+static void update_procs(struct sup *s) {
+    struct procs *list[64];
+    size_t n = 0;
+    for (struct gen *g = s->gens; g && n < 64; g = g->next)
+        if (!g->foreign)
+            list[n++] = &g->procs;
+    if (procs_update(list, n) < 0)
+        say("cannot read /proc to follow the generations' processes: %s", strerror(errno));
 }
 
 static void gen_free(struct gen *g) {
@@ -312,6 +332,7 @@ static void gen_free(struct gen *g) {
         tell_waiter(g->gone_fd, "gone\n");
         close(g->gone_fd);
     }
+    procs_free(&g->procs);
     if (g->pidfd >= 0)
         close(g->pidfd);
     struct sup *s = g->sup;
@@ -319,28 +340,41 @@ static void gen_free(struct gen *g) {
     save_state(s);
 }
 
-/* Send @sig to @g (@with_group: and to its process group, when it leads one of ours); to a
- * foreign one through its pidfd, never to a reused pid. */
+/* Send @sig to @g's main process (the rest of one of ours: procs_signal()); to a foreign one
+ * through its pidfd, never to a reused pid, and with @with_group to the process group it
+ * leads. */
 static void gen_signal(struct gen *g, int sig, bool with_group) {
     if (!g->foreign) {
-        if (with_group)
-            spawn_signal(g->pid, sig);
-        else
-            kill(g->pid, sig);
+        kill(g->pid, sig);
         return;
     }
     if (pidfd_signal(g->pidfd, sig) == 0 && with_group && g->own_group)
         kill(-g->pid, sig);
 }
 
+/* Ask @g to finish: its main process, or once that has exited all that is left of it. */
 static void gen_drain(struct gen *g) {
     if (g->state == GEN_DRAINING)
         return;
     g->state = GEN_DRAINING;
-    gen_signal(g, g->drain_sig, false);
+    if (g->ended)
+        procs_signal(&g->procs, g->drain_sig);
+    else
+        gen_signal(g, g->drain_sig, false);
     struct timeval tv = ms_tv(g->sup->args->drain_timeout_ms);
     evtimer_add(g->timer, &tv);
     save_state(g->sup);
+}
+
+/* Free the generations that have ended and have no process left. */
+static void sweep(struct sup *s) {
+    update_procs(s);
+    for (struct gen *g = s->gens, *next; g; g = next) {
+        next = g->next;
+        if (g->ended && g->procs.n == 0)
+            gen_free(g);
+    }
+    finish_if_done(s);
 }
 
 /* What a generation said on its NOTIFY_SOCKET. */
@@ -369,7 +403,7 @@ static void on_notify(evutil_socket_t fd, short what, void *arg) {
     struct gen *g = arg;
     struct notify_msg m;
     for (int i = 0; i < 64 && notify_read(fd, &m) > 0; i++) {
-        if (!notify_sender_in(&m, g->pid)) {
+        if (!notify_sender_in(&m, g->pid) && !procs_has(&g->procs, m.pid)) {
             say("generation %d: ignored a notification from pid %d (uid %u), not one of its "
                 "processes",
                 g->id, (int)m.pid, (unsigned)m.uid);
@@ -394,9 +428,12 @@ static void on_gen_timer(evutil_socket_t fd, short what, void *arg) {
     } else if (g->state == GEN_DRAINING) {
         char t[32];
         format_age(g->sup->args->drain_timeout_ms, t, sizeof(t));
-        say("generation %d (pid %d) did not exit within the drain timeout (%s): SIGKILL", g->id,
+        update_procs(g->sup);
+        say("generation %d (pid %d) did not end within the drain timeout (%s): SIGKILL", g->id,
             (int)g->pid, t);
-        gen_signal(g, SIGKILL, true);
+        if (g->foreign)
+            gen_signal(g, SIGKILL, true);
+        procs_signal(&g->procs, SIGKILL);
     }
 }
 
@@ -413,6 +450,7 @@ static struct gen *gen_start(struct sup *s, char *why, size_t size) {
     g->pidfd = -1;
     g->drain_sig = s->args->stop_signal;
     g->gone_fd = -1;
+    procs_init(&g->procs, g->id, true);
     snprintf(g->notify_path, sizeof(g->notify_path), "%s/notify-%d", s->tmpdir, g->id);
     g->notify_fd = notify_open(g->notify_path);
     if (g->notify_fd < 0) {
@@ -442,13 +480,16 @@ static struct gen *gen_start(struct sup *s, char *why, size_t size) {
                           .scratch = s->scratch,
                           .nfds = s->args->nls,
                           .env = env,
-                          .pid_digits = pid_digits};
+                          .pid_digits = pid_digits,
+                          .cgroup_procs = g->procs.cg_procs,
+                          .user = s->args->user};
     g->pid = spawn_start(&r, why, size);
     spawn_env_free(env);
     if (g->pid < 0) {
         g->pid = 0;
         goto fail;
     }
+    procs_started(&g->procs, g->pid);
     g->started_ms = now_ms();
     g->state = GEN_STARTING;
     g->proc = proc_id_of(g->pid); /* our child: its pid cannot be reused before we reap it */
@@ -489,6 +530,7 @@ static int restart(struct sup *s, const char *origin, int result_fd, char *msg, 
         return -1;
     }
     s->result_fd = result_fd;
+    evtimer_del(s->respawn_timer); /* a respawn pending: this restart starts one now */
     int id = ++s->last_restart_id;
     struct outcome *o = &s->outcomes[id % SUP_OUTCOMES];
     o->id = id;
@@ -512,16 +554,63 @@ static int restart(struct sup *s, const char *origin, int result_fd, char *msg, 
     return id;
 }
 
+/* The serving generation ended on its own, or its replacement failed after it: start another
+ * on the same sockets (the supervisor keeps them open meanwhile: connections wait in their
+ * queues), unless --restart says not to or the start limit is reached. */
+static void respawn_or_stop(struct sup *s, int code, bool failure) {
+    enum restart_policy r = s->args->restart;
+    if (r == RESTART_NEVER || (r == RESTART_ON_FAILURE && !failure)) {
+        stop(s, code, "the serving generation exited on its own");
+        return;
+    }
+    int64_t now = now_ms();
+    int recent = 0;
+    for (int i = 0; i < RESPAWN_BURST; i++)
+        recent += s->respawn_ms[i] > 0 && now - s->respawn_ms[i] < RESPAWN_INTERVAL_MS;
+    if (recent == RESPAWN_BURST) {
+        say("giving up: %d respawns within %ds", RESPAWN_BURST, RESPAWN_INTERVAL_MS / 1000);
+        stop(s, code, "the serving generation keeps failing");
+        return;
+    }
+    int64_t pause = recent ? (int64_t)RESPAWN_PAUSE_MS << (recent - 1) : 0;
+    s->respawn_ms[s->respawns % RESPAWN_BURST] = now + pause;
+    struct timeval tv = ms_tv(pause);
+    evtimer_add(s->respawn_timer, &tv);
+}
+
+static void on_respawn_timer(evutil_socket_t fd, short what, void *arg) {
+    (void)fd;
+    (void)what;
+    struct sup *s = arg;
+    char why[256];
+    s->respawns++;
+    say("respawn %u: starting generation %d", s->respawns, s->next_gen);
+    s->respawning = true;
+    s->starting = gen_start(s, why, sizeof(why));
+    if (s->starting == NULL) {
+        say("%s", why);
+        respawn_or_stop(s, 1, true);
+    }
+}
+
 /* Generation @g has ended, as @how says (with @code, the supervisor's exit status if it
- * stops for it). */
-static void gen_gone(struct sup *s, struct gen *g, const char *how, int code) {
+ * stops for it; @failure: whether --restart on-failure respawns it). */
+static void gen_gone(struct sup *s, struct gen *g, const char *how, int code, bool failure) {
     char what[200];
     int id = g->id;
     pid_t pid = g->pid;
-    if (!g->foreign || g->own_group)
+    if (g->foreign && g->own_group)
         kill(-pid, SIGKILL); /* anything it left behind in its process group */
     bool was_starting = g == s->starting, was_current = g == s->current;
-    gen_free(g);
+    g->ended = true;
+    if (g->procs.n == 0) {
+        gen_free(g);
+    } else {
+        /* What it left has the drain timeout to end, as a generation asked to stop. */
+        if (g->state == GEN_DRAINING)
+            procs_signal(&g->procs, g->drain_sig);
+        gen_drain(g);
+    }
     if (was_starting) {
         snprintf(what, sizeof(what), "generation %d (pid %d) %s before it was ready", id, (int)pid,
                  how);
@@ -532,18 +621,33 @@ static void gen_gone(struct sup *s, struct gen *g, const char *how, int code) {
             s->current_exit = code;
             say("waiting for generation %d to take over", s->starting->id);
         } else {
-            stop(s, code, "the serving generation exited on its own");
+            respawn_or_stop(s, code, failure);
         }
     }
     finish_if_done(s);
 }
 
+/* The main process of @g, our child, has exited with status @st. */
 static void gen_exited(struct sup *s, struct gen *g, int st) {
     char how[96];
     int code;
     describe_exit(st, how, sizeof(how), &code);
+    update_procs(s);
+    if (WIFEXITED(st) && code == 0 && g->state != GEN_DRAINING) {
+        /* It daemonized: what it left is the generation now. */
+        pid_t main = procs_main(&g->procs);
+        if (main > 0) {
+            say("generation %d (pid %d) exited with status 0 leaving pid %d: that is its main "
+                "process now",
+                g->id, (int)g->pid, (int)main);
+            g->pid = main;
+            g->proc = proc_id_of(main); /* our child too (we are a subreaper), or soon */
+            save_state(s);
+            return;
+        }
+    }
     say("generation %d (pid %d) %s", g->id, (int)g->pid, how);
-    gen_gone(s, g, how, code);
+    gen_gone(s, g, how, code, !WIFEXITED(st) || code != 0);
 }
 
 /* A foreign generation's pidfd became readable: it has exited. */
@@ -557,7 +661,7 @@ static void on_foreign_exit(evutil_socket_t fd, short what, void *arg) {
     else
         say("generation %d (pid %d) exited (its status goes to its parent, not to us)", g->id,
             (int)g->pid);
-    gen_gone(g->sup, g, "exited", draining ? 0 : 1);
+    gen_gone(g->sup, g, "exited", draining ? 0 : 1, true);
 }
 
 /* Watch @pid, which is not our child, as generation @id through @pidfd (now the
@@ -579,6 +683,7 @@ static struct gen *gen_foreign(struct sup *s, int id, pid_t pid, int pidfd, enum
     g->notify_fd = -1;
     g->gone_fd = -1;
     g->foreign = true;
+    procs_init(&g->procs, id, false); /* not our descendant: not followed */
     g->pidfd = pidfd;
     g->own_group = own_group;
     g->drain_sig = drain_sig;
@@ -618,11 +723,14 @@ static void on_signal(evutil_socket_t sig, short what, void *arg) {
     if (sig == SIGCHLD) {
         int st;
         pid_t pid;
+        /* Generations' main processes, and orphans of theirs (we are a subreaper): those
+         * are only reaped. */
         while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
             struct gen *g = gen_by_pid(s, pid);
             if (g)
                 gen_exited(s, g, st);
         }
+        sweep(s);
     } else if (sig == SIGHUP) {
         char msg[200];
         if (restart(s, "SIGHUP", -1, msg, sizeof(msg)) < 0)
@@ -643,6 +751,7 @@ static int on_control(const struct afdt_peer *peer, const uint8_t *request, uint
     switch (control_parse(req, &arg)) {
     case CTL_HELLO: n = control_hello(s, out, cap); break;
     case CTL_STATUS: {
+        update_procs(s);
         int fd = control_status_fd(s, arg == 1);
         if (fd < 0) {
             n = snprintf(out, cap, "error cannot write the status: %s", strerror(errno));
@@ -751,11 +860,12 @@ bool sup_retired(const struct sup *s) {
     return s->retiring;
 }
 
-/* The variables that tell a generation where its sockets are, by --convention, with two
- * slots left for NOTIFY_SOCKET and AFDT_GENERATION. */
+/* The variables that tell a generation where its sockets are, by --convention, and who it
+ * runs as (--user), with two slots left for NOTIFY_SOCKET and AFDT_GENERATION. */
 static int prepare_announce(struct sup *s) {
     const struct serve_args *a = s->args;
-    char **v = calloc(a->nls + 4, sizeof(*v));
+    const struct spawn_user *u = a->user;
+    char **v = calloc(a->nls + 7, sizeof(*v));
     size_t n = 0;
     if (v == NULL)
         return -1;
@@ -784,6 +894,10 @@ static int prepare_announce(struct sup *s) {
                 return -1;
         break;
     }
+    if (u &&
+        (asprintf(&v[n++], "USER=%s", u->name) < 0 ||
+         asprintf(&v[n++], "LOGNAME=%s", u->name) < 0 || asprintf(&v[n++], "HOME=%s", u->home) < 0))
+        return -1;
     s->nannounce = n;
     return 0;
 }
@@ -910,6 +1024,12 @@ static int prepare_sets(struct sup *s) {
     return 0;
 }
 
+static void on_sweep(evutil_socket_t fd, short what, void *arg) {
+    (void)fd;
+    (void)what;
+    sweep(arg);
+}
+
 static int watch_signals(struct sup *s) {
     const int sigs[4] = {SIGCHLD, SIGHUP, SIGTERM, SIGINT};
     for (int i = 0; i < 4; i++) {
@@ -930,6 +1050,18 @@ int sup_run(struct sup *s) {
         goto out;
     /* The state file is ours unless a live supervisor still runs: then once it retires. */
     s->owns_state = s->pred_path == NULL;
+    if (contain_init(why, sizeof(why)) < 0) {
+        say("%s", why);
+        goto out;
+    }
+    say("containment: %s", why);
+    struct timeval quarter = {0, 250000};
+    s->respawn_timer = evtimer_new(s->eb, on_respawn_timer, s);
+    s->sweep = event_new(s->eb, -1, EV_PERSIST, on_sweep, s);
+    if (s->respawn_timer == NULL || s->sweep == NULL || event_add(s->sweep, &quarter) < 0) {
+        say("cannot set timers");
+        goto out;
+    }
     if (s->pred_path == NULL && open_control(s, false) < 0)
         goto out;
     if (s->orphans)
@@ -966,6 +1098,11 @@ out:
     /* Only after a failure to start the loop; an adopted process is left as it was. */
     while (s->gens)
         gen_free(s->gens);
+    contain_end_all(); /* none should be left: a stray would have been ended with its own */
+    if (s->sweep)
+        event_free(s->sweep);
+    if (s->respawn_timer)
+        event_free(s->respawn_timer);
     if (s->owns_state)
         state_remove(s->tmpdir);
     (void)rmdir(s->tmpdir); /* once empty: a successor's notify sockets may still be there */

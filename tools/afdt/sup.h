@@ -9,6 +9,8 @@
 #include <sys/types.h>
 #include <sys/un.h>
 
+#include "contain.h"
+#include "spawn.h"
 #include "state.h"
 #include "tool.h"
 
@@ -22,7 +24,9 @@ struct gen {
     struct sup *sup;
     struct gen *next; /* the supervisor's list, newest first */
     int id;
-    pid_t pid; /* also its process group */
+    pid_t pid;          /* its main process: the first one, or what that left when it exited 0 */
+    bool ended;         /* its main process has exited: the rest of it is being ended */
+    struct procs procs; /* every process it has */
     enum gen_state state;
     int64_t started_ms;
     int notify_fd; /* its own NOTIFY_SOCKET */
@@ -55,6 +59,13 @@ struct outcome {
 #define SUP_OUTCOMES 8
 
 enum sup_state { SUP_STARTING, SUP_RUNNING, SUP_STOPPING };
+
+/* The start limit: at most RESPAWN_BURST respawns within RESPAWN_INTERVAL_MS (as systemd's
+ * StartLimitBurst= and StartLimitIntervalSec= defaults), the first at once, each next one
+ * after twice the pause of the one before, from RESPAWN_PAUSE_MS. */
+#define RESPAWN_BURST 5
+#define RESPAWN_INTERVAL_MS 10000
+#define RESPAWN_PAUSE_MS 100
 
 /* What a running supervisor said of itself in its greeting, for a successor. */
 struct predecessor {
@@ -90,8 +101,13 @@ struct sup {
     int next_gen;
     bool uses_notify; /* a generation has sent READY=1 (said in the greeting; requires nothing) */
     unsigned restarts, rollbacks;
-    int restart_id; /* the restart in progress, or 0 */
-    int result_fd;  /* its outcome pipe (afdt restart holds the other end), or -1 */
+    unsigned respawns;                 /* generations started after the serving one crashed */
+    int64_t respawn_ms[RESPAWN_BURST]; /* when the last ones were (to be) made, a ring */
+    struct event *respawn_timer;       /* the next respawn, pending */
+    bool respawning;                   /* the generation on trial replaces one that crashed */
+    struct event *sweep;               /* a look at the generations' processes, every 250 ms */
+    int restart_id;                    /* the restart in progress, or 0 */
+    int result_fd; /* its outcome pipe (afdt restart holds the other end), or -1 */
     int last_restart_id;
     struct outcome outcomes[SUP_OUTCOMES];
     enum sup_state state;

@@ -31,6 +31,11 @@ enum convention {
     CONVENTION_EINHORN  /* EINHORN_FD_COUNT, EINHORN_FD_0... */
 };
 
+/* --restart: when the serving generation ends on its own, whether another is started. */
+enum restart_policy { RESTART_ON_FAILURE, RESTART_NEVER, RESTART_ALWAYS };
+
+struct spawn_user;
+
 struct serve_args {
     const char *control;
     unsigned control_mode;
@@ -43,6 +48,8 @@ struct serve_args {
     int adopt_pid;    /* --adopt PID, or 0 */
     int adopt_signal; /* --adopt-signal, SIGTERM by default */
     char **argv;      /* COMMAND [ARG...], NULL-terminated */
+    enum restart_policy restart;
+    const struct spawn_user *user; /* --user, or NULL */
 };
 
 /* Run the supervisor; returns the process's exit status. */
