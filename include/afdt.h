@@ -66,14 +66,16 @@ enum afdt_operation {
     AFDT_EVENT_BASE_SET,
     AFDT_EVENT_ADD,
     AFDT_POLL,
-    AFDT_TIMEOUT
+    AFDT_TIMEOUT,
+    AFDT_PEER /* 1.1: the peer is not one the caller trusts (errno EPERM) */
 };
 
 /**
  * What went wrong.  @message is never NULL ("" when there is nothing to add)
- * and points to static storage.  Every failing call also leaves errno set: the
- * failed system call's code, ETIMEDOUT for AFDT_TIMEOUT, or 0 when no system
- * error applies (a malformed frame, say).
+ * and points to static storage (AFDT_PEER's, which names a uid, to storage of
+ * the calling thread, valid until its next such refusal).  Every failing call
+ * also leaves errno set: the failed system call's code, ETIMEDOUT for
+ * AFDT_TIMEOUT, or 0 when no system error applies (a malformed frame, say).
  */
 struct afdt_error_t {
     enum afdt_phase phase;
@@ -525,6 +527,66 @@ AFDT_EXPORT int afdt_create_client_ex(const char *fname, struct event_base *eb,
                                       const struct timeval *timeout, void *userdata);
 
 /* ---------------------------------------------------------------------------
+ * Whom a client takes descriptors from (libafdt 1.1).
+ * ------------------------------------------------------------------------- */
+
+/** Trust whoever answers: no check (what the 2009 calls and the 1.0 extended clients do). */
+#define AFDT_CLIENT_TRUST_ANY 0x1u
+
+/**
+ * Options of the clients that check who answers before asking for anything.
+ * Zero everything, set @size to sizeof(struct afdt_client_options), then set
+ * what you need; a NULL options pointer means all defaults.  Later versions
+ * only append fields; the library reads only the first @size bytes.
+ *
+ * The check, made before a single byte of the request is sent: for a path,
+ * the name must be a socket file (not a symbolic link, not another kind of
+ * file) whose owner is trusted; for any name, the uid of the process that
+ * listens there (SO_PEERCRED of the connected socket) must be trusted.
+ * Abstract names (@name) have no owner, so only the second applies.  A
+ * refusal fails with AFDT_PEER and EPERM, and a message naming the uid; the
+ * peer sees a connection and nothing else.
+ */
+struct afdt_client_options {
+    uint32_t size;
+    uint32_t flags;               /* AFDT_CLIENT_TRUST_ANY, or 0 */
+    uint32_t n_trusted_uids;      /* 0: the caller's effective uid and root (0) */
+    const uint32_t *trusted_uids; /* else exactly these uids (list your own if you trust it) */
+};
+
+/**
+ * afdt_sync_client_ex() that checks who answers first, as @opts says (NULL:
+ * the caller's own effective uid and root are trusted).  Fails as
+ * afdt_sync_client_ex(), with AFDT_PEER (EPERM; or getsockopt's errno when
+ * the peer cannot be known) for a server it does not trust, and with
+ * AFDT_NO_OPERATION (EINVAL) for malformed options.  afdt_sync_client() and
+ * afdt_sync_client_ex() make no such check.
+ */
+AFDT_EXPORT int afdt_sync_client_opts(const char *fname, const uint8_t *request,
+                                      uint32_t request_length, uint8_t *response,
+                                      uint32_t *response_length, int *fds, uint32_t *nfds,
+                                      struct afdt_named_fd **ret_named, uint32_t *ret_nnamed,
+                                      const struct timeval *timeout,
+                                      const struct afdt_client_options *opts,
+                                      struct afdt_error_t *err);
+
+/**
+ * afdt_create_client_ex() that checks who answers first, as @opts says
+ * (NULL: the caller's own effective uid and root are trusted).  A refusal is
+ * reported as any other failure: AFDT_PEER (EPERM) in phase
+ * AFDT_CREATE_CLIENT when the connection was made inside this call (the
+ * usual case; it then returns < 0), else in AFDT_HANDLE_RESPONSE from the
+ * loop.  Malformed options fail here with AFDT_NO_OPERATION (EINVAL).
+ * afdt_create_client() and afdt_create_client_ex() make no such check.
+ */
+AFDT_EXPORT int afdt_create_client_opts(const char *fname, struct event_base *eb,
+                                        const uint8_t *request, uint32_t request_length,
+                                        afdt_response_ex_handler_t response_handler,
+                                        afdt_error_handler_t error_handler,
+                                        const struct timeval *timeout,
+                                        const struct afdt_client_options *opts, void *userdata);
+
+/* ---------------------------------------------------------------------------
  * Checking what arrived.
  * ------------------------------------------------------------------------- */
 
@@ -613,7 +675,12 @@ AFDT_EXPORT int afdt_listen_fds(int unset_env, struct afdt_named_fd **ret_set,
  * named set at @predecessor (if not NULL; asked AFDT_LISTENERS_REQUEST with
  * @timeout), else opened with afdt_open_spec().  Every socket taken over is
  * checked against its spec first.  Descriptors passed or sent that no name
- * asks for are closed.
+ * asks for are closed.  The predecessor is asked only if it is trusted, as
+ * afdt_sync_client_opts() checks with default options: it must run as the
+ * caller's effective uid or as root (and for a path, the socket file must be
+ * owned by one of them).  Another user answering there fails the call with
+ * AFDT_PEER and EPERM, without asking it anything or binding in its place;
+ * libafdt 1.0 asked whoever answered.
  *
  * On success returns @n, sets *ret_set to a malloc'd array in the order of
  * @names (the caller owns it: afdt_named_fds_free()) and *ret_sources to the
@@ -624,6 +691,19 @@ AFDT_EXPORT int afdt_get_listeners(const char *const *names, const char *const *
                                    const char *predecessor, const struct timeval *timeout,
                                    struct afdt_named_fd **ret_set, uint32_t *ret_sources,
                                    struct afdt_error_t *err);
+
+/**
+ * afdt_get_listeners() that asks the predecessor only if @opts trusts it
+ * (NULL: the default, as afdt_get_listeners(); a list of trusted uids; or
+ * AFDT_CLIENT_TRUST_ANY).  Fails as afdt_get_listeners(), and with
+ * AFDT_NO_OPERATION (EINVAL) for malformed options.
+ */
+AFDT_EXPORT int afdt_get_listeners_ex(const char *const *names, const char *const *specs,
+                                      uint32_t n, const char *predecessor,
+                                      const struct timeval *timeout,
+                                      const struct afdt_client_options *opts,
+                                      struct afdt_named_fd **ret_set, uint32_t *ret_sources,
+                                      struct afdt_error_t *err);
 
 /* ---------------------------------------------------------------------------
  * Taking the listening sockets of a running process that never offered them

@@ -34,9 +34,11 @@ struct client {
     struct afdt__frame_out out;
     struct afdt__frame_in in;
     struct afdt__named_in *named; /* while a named set comes in */
+    struct afdt__trust trust;     /* its uids point into trusted_uids below */
     uint8_t req[AFDT_MSGLEN];
     uint8_t resp[AFDT_MSGLEN];
     int fds[AFDT_MAX_FDS];
+    uint32_t trusted_uids[]; /* a copy of the caller's list: the connect may come later */
 };
 
 static void on_client(evutil_socket_t sock, short what, void *arg);
@@ -119,6 +121,8 @@ static int client_step(struct client *c, struct afdt__fail *f) {
         }
         if (r < 0)
             return afdt__fail(f, AFDT_CONNECT, -r, "");
+        if (afdt__trust_peer(c->sock, &c->trust, f) < 0)
+            return -1;
         c->state = SENDING;
     }
     if (c->state == SENDING) {
@@ -175,10 +179,11 @@ static int create_client(const char *fname, struct event_base *eb, const uint8_t
                          uint32_t request_length, afdt_response_handler_t response_handler,
                          afdt_response_ex_handler_t response_ex_handler,
                          afdt_error_handler_t error_handler, const struct timeval *timeout,
-                         void *userdata) {
+                         bool check, const struct afdt_client_options *opts, void *userdata) {
     struct afdt__fail f;
     struct client *c = NULL;
     struct afdt__frame_out req = {request, request_length, NULL, 0, 0, 0};
+    struct afdt__trust trust = {false, NULL, 0};
 
     if (error_handler == NULL) {
         errno = EINVAL;
@@ -188,16 +193,21 @@ static int create_client(const char *fname, struct event_base *eb, const uint8_t
         afdt__fail(&f, AFDT_EVENT_BASE_SET, EINVAL, "event_base or response_handler is NULL");
         goto fail;
     }
-    if (afdt__frame_check(&req, &f) < 0)
+    if (afdt__frame_check(&req, &f) < 0 || (check && afdt__trust_parse(opts, &trust, &f) < 0))
         goto fail;
-    c = malloc(sizeof(*c));
+    c = malloc(sizeof(*c) + trust.n * sizeof(c->trusted_uids[0]));
     if (c == NULL) {
         afdt__fail(&f, AFDT_MALLOC, ENOMEM, "");
         goto fail;
     }
     memset(c, 0, offsetof(struct client, req));
     c->sock = -1;
-    if (afdt__addr_parse(fname, &c->addr, &f) < 0)
+    c->trust = trust;
+    if (trust.n) {
+        memcpy(c->trusted_uids, trust.uids, trust.n * sizeof(c->trusted_uids[0]));
+        c->trust.uids = c->trusted_uids;
+    }
+    if (afdt__addr_parse(fname, &c->addr, &f) < 0 || afdt__trust_name(&c->addr, &c->trust, &f) < 0)
         goto fail;
     c->sock = afdt__socket(SOCK_NONBLOCK, &f);
     if (c->sock < 0)
@@ -235,6 +245,8 @@ static int create_client(const char *fname, struct event_base *eb, const uint8_t
         goto fail;
     }
     if (r == 0) {
+        if (afdt__trust_peer(c->sock, &c->trust, &f) < 0)
+            goto fail;
         c->state = SENDING;
         r = afdt__frame_send(c->sock, &c->out, &f);
         if (r < 0)
@@ -282,7 +294,7 @@ AFDT_EXPORT int afdt_create_client(const char *fname, struct event_base *eb, con
                                    afdt_error_handler_t error_handler,
                                    const struct timeval *timeout, void *userdata) {
     return create_client(fname, eb, request, request_length, response_handler, NULL, error_handler,
-                         timeout, userdata);
+                         timeout, false, NULL, userdata);
 }
 
 AFDT_EXPORT int afdt_create_client_ex(const char *fname, struct event_base *eb,
@@ -291,5 +303,15 @@ AFDT_EXPORT int afdt_create_client_ex(const char *fname, struct event_base *eb,
                                       afdt_error_handler_t error_handler,
                                       const struct timeval *timeout, void *userdata) {
     return create_client(fname, eb, request, request_length, NULL, response_handler, error_handler,
-                         timeout, userdata);
+                         timeout, false, NULL, userdata);
+}
+
+AFDT_EXPORT int afdt_create_client_opts(const char *fname, struct event_base *eb,
+                                        const uint8_t *request, uint32_t request_length,
+                                        afdt_response_ex_handler_t response_handler,
+                                        afdt_error_handler_t error_handler,
+                                        const struct timeval *timeout,
+                                        const struct afdt_client_options *opts, void *userdata) {
+    return create_client(fname, eb, request, request_length, NULL, response_handler, error_handler,
+                         timeout, true, opts, userdata);
 }

@@ -40,6 +40,7 @@ AFDT_EXPORT const char *afdt_operation_str(enum afdt_operation operation) {
     case AFDT_EVENT_ADD: return "AFDT_EVENT_ADD";
     case AFDT_POLL: return "AFDT_POLL";
     case AFDT_TIMEOUT: return "AFDT_TIMEOUT";
+    case AFDT_PEER: return "AFDT_PEER";
     }
     return "UNKNOWN";
 }

@@ -87,6 +87,26 @@ AFDT_HIDDEN int afdt__socket(int flags, struct afdt__fail *f);
 /* connect(), retried on EINTR.  Returns 0 or -errno (-EAGAIN: backlog full). */
 AFDT_HIDDEN int afdt__connect_once(int sock, const struct afdt__addr *a);
 
+/* --- trust.c: who answers ------------------------------------------------- */
+
+/* A client's trust policy, from struct afdt_client_options. */
+struct afdt__trust {
+    bool check;           /* false: trust anyone (the 2009 calls, AFDT_CLIENT_TRUST_ANY) */
+    const uint32_t *uids; /* the trusted uids; n == 0: the caller's euid and root */
+    uint32_t n;
+};
+
+/* Read @o (NULL: the default policy) into @t.  Fails with AFDT_NO_OPERATION and EINVAL. */
+AFDT_HIDDEN int afdt__trust_parse(const struct afdt_client_options *o, struct afdt__trust *t,
+                                  struct afdt__fail *f);
+/* Before connecting to @a: a path must be a socket (not a link) whose owner @t trusts.  A
+ * missing file passes (connect reports it).  Fails with AFDT_PEER and EPERM (or lstat's errno). */
+AFDT_HIDDEN int afdt__trust_name(const struct afdt__addr *a, const struct afdt__trust *t,
+                                 struct afdt__fail *f);
+/* Once connected, before sending a byte: the listening peer's uid (SO_PEERCRED) must be one @t
+ * trusts.  Fails with AFDT_PEER and EPERM (or getsockopt's errno). */
+AFDT_HIDDEN int afdt__trust_peer(int sock, const struct afdt__trust *t, struct afdt__fail *f);
+
 /* --- wire.c: frames ------------------------------------------------------ */
 
 /* A frame being received.  Set the first group, zero the rest, then call

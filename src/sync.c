@@ -74,18 +74,20 @@ static int recv_response(int sock, struct afdt__frame_in *in, int64_t deadline_u
     return afdt__recv_frame_until(sock, in, false, deadline_us, f);
 }
 
-/* Connect to @fname and send the request, all before @deadline_us.  Returns
- * the connected socket (the caller's), or -1. */
+/* Connect to @fname, check that @t trusts who answers, and send the request, all before
+ * @deadline_us.  Returns the connected socket (the caller's), or -1. */
 static int connect_and_send(const char *fname, const uint8_t *request, uint32_t request_length,
-                            int64_t deadline_us, struct afdt__fail *f) {
+                            const struct afdt__trust *t, int64_t deadline_us,
+                            struct afdt__fail *f) {
     struct afdt__frame_out req = {request, request_length, NULL, 0, MSG_DONTWAIT, 0};
     struct afdt__addr a;
-    if (afdt__frame_check(&req, f) < 0 || afdt__addr_parse(fname, &a, f) < 0)
+    if (afdt__frame_check(&req, f) < 0 || afdt__addr_parse(fname, &a, f) < 0 ||
+        afdt__trust_name(&a, t, f) < 0)
         return -1;
     int sock = afdt__socket(SOCK_NONBLOCK, f);
     if (sock < 0)
         return -1;
-    if (connect_until(sock, &a, deadline_us, f) < 0 ||
+    if (connect_until(sock, &a, deadline_us, f) < 0 || afdt__trust_peer(sock, t, f) < 0 ||
         afdt__send_frame_until(sock, &req, false, deadline_us, f) < 0) {
         afdt__close(sock);
         return -1;
@@ -107,7 +109,8 @@ AFDT_EXPORT int afdt_sync_client(const char *fname, const uint8_t *request, uint
         afdt__fail(&f, AFDT_RECVMSG, EINVAL, "response_length, received_fd or response is NULL");
         return afdt__report(err, AFDT__KEEP_PHASE, &f);
     }
-    int sock = connect_and_send(fname, request, request_length, deadline, &f);
+    static const struct afdt__trust anyone = {false, NULL, 0}; /* as in 2009 */
+    int sock = connect_and_send(fname, request, request_length, &anyone, deadline, &f);
     if (sock < 0)
         return afdt__report(err, AFDT__KEEP_PHASE, &f);
     struct afdt__frame_in in = {0};
@@ -125,13 +128,15 @@ AFDT_EXPORT int afdt_sync_client(const char *fname, const uint8_t *request, uint
     return 0;
 }
 
-AFDT_EXPORT int afdt_sync_client_ex(const char *fname, const uint8_t *request,
-                                    uint32_t request_length, uint8_t *response,
-                                    uint32_t *response_length, int *fds, uint32_t *nfds,
-                                    struct afdt_named_fd **ret_named, uint32_t *ret_nnamed,
-                                    const struct timeval *timeout, struct afdt_error_t *err) {
+/* afdt_sync_client_ex() and afdt_sync_client_opts(): @opts is read only when @check. */
+static int sync_client_ex(const char *fname, const uint8_t *request, uint32_t request_length,
+                          uint8_t *response, uint32_t *response_length, int *fds, uint32_t *nfds,
+                          struct afdt_named_fd **ret_named, uint32_t *ret_nnamed,
+                          const struct timeval *timeout, bool check,
+                          const struct afdt_client_options *opts, struct afdt_error_t *err) {
     int64_t deadline = afdt__deadline(timeout);
     struct afdt__fail f;
+    struct afdt__trust trust = {false, NULL, 0};
     uint8_t payload[AFDT_MSGLEN];
     int sock = -1;
 
@@ -140,7 +145,9 @@ AFDT_EXPORT int afdt_sync_client_ex(const char *fname, const uint8_t *request,
         afdt__fail(&f, AFDT_RECVMSG, EINVAL, "a NULL buffer with a non-zero size");
         goto fail;
     }
-    sock = connect_and_send(fname, request, request_length, deadline, &f);
+    if (check && afdt__trust_parse(opts, &trust, &f) < 0)
+        goto fail;
+    sock = connect_and_send(fname, request, request_length, &trust, deadline, &f);
     if (sock < 0)
         goto fail;
     /* Exact reads: a named set's frames follow the first one. */
@@ -183,4 +190,24 @@ AFDT_EXPORT int afdt_sync_client_ex(const char *fname, const uint8_t *request,
 fail:
     afdt__close(sock);
     return afdt__report(err, AFDT__KEEP_PHASE, &f);
+}
+
+AFDT_EXPORT int afdt_sync_client_ex(const char *fname, const uint8_t *request,
+                                    uint32_t request_length, uint8_t *response,
+                                    uint32_t *response_length, int *fds, uint32_t *nfds,
+                                    struct afdt_named_fd **ret_named, uint32_t *ret_nnamed,
+                                    const struct timeval *timeout, struct afdt_error_t *err) {
+    return sync_client_ex(fname, request, request_length, response, response_length, fds, nfds,
+                          ret_named, ret_nnamed, timeout, false, NULL, err);
+}
+
+AFDT_EXPORT int afdt_sync_client_opts(const char *fname, const uint8_t *request,
+                                      uint32_t request_length, uint8_t *response,
+                                      uint32_t *response_length, int *fds, uint32_t *nfds,
+                                      struct afdt_named_fd **ret_named, uint32_t *ret_nnamed,
+                                      const struct timeval *timeout,
+                                      const struct afdt_client_options *opts,
+                                      struct afdt_error_t *err) {
+    return sync_client_ex(fname, request, request_length, response, response_length, fds, nfds,
+                          ret_named, ret_nnamed, timeout, true, opts, err);
 }

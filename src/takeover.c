@@ -289,13 +289,16 @@ static int take_from(struct afdt_named_fd *set, const struct spec *specs, uint32
     return 0;
 }
 
-AFDT_EXPORT int afdt_get_listeners(const char *const *names, const char *const *specs, uint32_t n,
-                                   const char *predecessor, const struct timeval *timeout,
-                                   struct afdt_named_fd **ret_set, uint32_t *ret_sources,
-                                   struct afdt_error_t *err) {
+AFDT_EXPORT int afdt_get_listeners_ex(const char *const *names, const char *const *specs,
+                                      uint32_t n, const char *predecessor,
+                                      const struct timeval *timeout,
+                                      const struct afdt_client_options *opts,
+                                      struct afdt_named_fd **ret_set, uint32_t *ret_sources,
+                                      struct afdt_error_t *err) {
     struct afdt__fail f = {AFDT_NO_OPERATION, 0, ""};
     struct afdt_named_fd *set = NULL, *passed = NULL, *sent = NULL;
     struct spec *parsed = NULL;
+    struct afdt__trust trust;
     uint32_t npassed = 0, nsent = 0, sources = 0;
     int r = -1;
 
@@ -303,6 +306,8 @@ AFDT_EXPORT int afdt_get_listeners(const char *const *names, const char *const *
         afdt__fail(&f, AFDT_PATHNAME, EINVAL, "no names or specs, or a NULL output");
         goto report;
     }
+    if (afdt__trust_parse(opts, &trust, &f) < 0) /* checked now, used by the sync client */
+        goto report;
     set = calloc(n, sizeof(*set));
     parsed = calloc(n, sizeof(*parsed));
     if (set)
@@ -335,11 +340,11 @@ AFDT_EXPORT int afdt_get_listeners(const char *const *names, const char *const *
         uint8_t resp[AFDT_MSGLEN];
         uint32_t resp_len = sizeof(resp), nfds = 0;
         struct afdt_error_t e = AFDT_ERROR_T_INIT;
-        if (missing && afdt_sync_client_ex(predecessor, (const uint8_t *)AFDT_LISTENERS_REQUEST,
-                                           sizeof(AFDT_LISTENERS_REQUEST) - 1, resp, &resp_len,
-                                           NULL, &nfds, &sent, &nsent, timeout, &e) < 0) {
-            /* Nobody there is the usual first start; anything else is an
-             * answer we must not paper over by binding in its place. */
+        if (missing && afdt_sync_client_opts(predecessor, (const uint8_t *)AFDT_LISTENERS_REQUEST,
+                                             sizeof(AFDT_LISTENERS_REQUEST) - 1, resp, &resp_len,
+                                             NULL, &nfds, &sent, &nsent, timeout, opts, &e) < 0) {
+            /* Nobody there is the usual first start; anything else (another user answering
+             * included) is an answer we must not paper over by binding in its place. */
             int e_errno = errno;
             if (e.operation != AFDT_CONNECT || (e_errno != ENOENT && e_errno != ECONNREFUSED)) {
                 afdt__fail(&f, e.operation, e_errno, e.message);
@@ -376,4 +381,12 @@ out:
     if (r < 0 && errno == 0 && f.errnum)
         errno = f.errnum;
     return r;
+}
+
+AFDT_EXPORT int afdt_get_listeners(const char *const *names, const char *const *specs, uint32_t n,
+                                   const char *predecessor, const struct timeval *timeout,
+                                   struct afdt_named_fd **ret_set, uint32_t *ret_sources,
+                                   struct afdt_error_t *err) {
+    return afdt_get_listeners_ex(names, specs, n, predecessor, timeout, NULL, ret_set, ret_sources,
+                                 err);
 }

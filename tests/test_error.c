@@ -29,6 +29,7 @@ _Static_assert(AFDT_NO_PHASE == 0, "phase order");
 _Static_assert(AFDT_HANDLE_RESPONSE == 5, "phase order");
 _Static_assert(AFDT_NO_OPERATION == 0, "operation order");
 _Static_assert(AFDT_TIMEOUT == 14, "operation order");
+_Static_assert(AFDT_PEER == 15, "operations are only appended");
 _Static_assert(AFDT_FULL_MSGLEN == 0x200, "frame size");
 _Static_assert(AFDT_MSGLEN == 508, "payload size");
 
@@ -173,7 +174,7 @@ TEST(operation_str_names_every_operation) {
         "AFDT_NO_OPERATION", "AFDT_MALLOC",  "AFDT_SOCKET",  "AFDT_PATHNAME",
         "AFDT_BIND",         "AFDT_LISTEN",  "AFDT_ACCEPT",  "AFDT_CONNECT",
         "AFDT_FORMAT",       "AFDT_SENDMSG", "AFDT_RECVMSG", "AFDT_EVENT_BASE_SET",
-        "AFDT_EVENT_ADD",    "AFDT_POLL",    "AFDT_TIMEOUT",
+        "AFDT_EVENT_ADD",    "AFDT_POLL",    "AFDT_TIMEOUT", "AFDT_PEER",
     };
     for (int i = 0; i < (int)(sizeof(names) / sizeof(names[0])); i++)
         CHECK_STR(afdt_operation_str((enum afdt_operation)i), names[i]);
@@ -183,6 +184,7 @@ TEST(operation_str_names_every_operation) {
     CHECK_STR(afdt_operation_str(AFDT_FORMAT), "AFDT_FORMAT");
     CHECK_STR(afdt_operation_str(AFDT_TIMEOUT), "AFDT_TIMEOUT");
     CHECK_STR(afdt_operation_str(AFDT_POLL), "AFDT_POLL");
+    CHECK_STR(afdt_operation_str(AFDT_PEER), "AFDT_PEER");
 }
 
 TEST(phase_str_says_unknown_for_out_of_range_values) {
@@ -194,7 +196,7 @@ TEST(phase_str_says_unknown_for_out_of_range_values) {
 }
 
 TEST(operation_str_says_unknown_for_out_of_range_values) {
-    CHECK_STR(afdt_operation_str((enum afdt_operation)15), "UNKNOWN");
+    CHECK_STR(afdt_operation_str((enum afdt_operation)16), "UNKNOWN");
     CHECK_STR(afdt_operation_str((enum afdt_operation)99), "UNKNOWN");
     CHECK_STR(afdt_operation_str((enum afdt_operation) - 1), "UNKNOWN");
     CHECK_STR(afdt_operation_str((enum afdt_operation)0x7fffffff), "UNKNOWN");

@@ -1093,17 +1093,19 @@ static bool fault_reported(void) {
     case CALL_event_add: return reported(AFDT_EVENT_ADD, e);
     case CALL_getsockopt:
         /* SO_PEERCRED unknown: the peer matches no allowed uid.  SO_TYPE failing
-         * in afdt_check_socket is reported as "not a socket". */
+         * in afdt_check_socket is reported as "not a socket".
+         * Taking over, the predecessor's SO_PEERCRED unknown: not trusted. */
         return reported(AFDT_NO_OPERATION, EACCES) ||
-               (takeover &&
-                (reported(AFDT_NO_OPERATION, ENOTSOCK) || reported(AFDT_NO_OPERATION, e)));
+               (takeover && (reported(AFDT_NO_OPERATION, ENOTSOCK) ||
+                             reported(AFDT_NO_OPERATION, e) || reported(AFDT_PEER, e)));
     case CALL_setsockopt: /* the sync client's connect or receive timeout */
         return reported(AFDT_CONNECT, e) || reported(AFDT_RECVMSG, e) || takeover;
     case CALL_chmod:
     case CALL_open:
     case CALL_flock: return reported(AFDT_BIND, e);
-    case CALL_lstat: /* a stale file that cannot be checked is not removed */
-        return reported(AFDT_BIND, EADDRINUSE);
+    case CALL_lstat: /* a stale file that cannot be checked is not removed, a predecessor's
+                        socket file that cannot be checked is not trusted */
+        return reported(AFDT_BIND, EADDRINUSE) || (takeover && reported(AFDT_PEER, e));
     case CALL_unlink:
         /* The stale file cannot be removed: not replaced (EADDRINUSE).  The
          * lock file, once the replacement is done, or the socket file on
