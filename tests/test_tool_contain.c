@@ -131,13 +131,21 @@ static void check_load(struct load *l) {
     CHECK_INT(ok, >, 0);
 }
 
-TEST(setsid_helpers_of_restarted_and_stopped_generations_are_ended) {
+/* Which way the supervisor follows processes: "auto" (a cgroup per generation, on a machine
+ * that has cgroup v2) or "no" (through /proc only, as where no cgroup can be made). */
+static void check_containment(const struct sv *s, const char *cgroup) {
+    CHECK(wait_log(
+        s->log, strcmp(cgroup, "no") == 0 ? "processes found through /proc" : "containment: ", 1));
+}
+
+static void setsid_helpers_are_ended(const char *cgroup) {
     become_subreaper();
     struct sv s;
     sv_init(&s);
     char out[4096];
     write_file(s.behaviour, "setsid-helper\n");
-    SV_START(&s, "--listen", "web=tcp:127.0.0.1:0", "--drain-timeout", "5");
+    SV_START(&s, "--listen", "web=tcp:127.0.0.1:0", "--drain-timeout", "5", "--cgroup", cgroup);
+    check_containment(&s, cgroup);
     int port = sv_port(&s, "web");
     struct load l;
     load_start(&l, port);
@@ -147,8 +155,8 @@ TEST(setsid_helpers_of_restarted_and_stopped_generations_are_ended) {
     CHECK(status_lists(&s, pids[0]) && status_lists(&s, pids[1]));
     for (int gen = 2; gen <= 3; gen++) {
         CHECK_INT(RUN_TOOL(out, "restart", "--control", s.ctl), ==, 0);
-        CHECK_INT(tcp_gen(port), ==, gen);
         CHECK_INT(remaining(&s, gen - 1, 0), ==, 0);
+        CHECK_INT(tcp_gen(port), ==, gen);
         CHECK_INT(remaining(&s, gen, 2), ==, 2);
     }
     CHECK_INT(gen_processes(&s, 3, pids), ==, 2);
@@ -159,12 +167,21 @@ TEST(setsid_helpers_of_restarted_and_stopped_generations_are_ended) {
     check_no_children();
 }
 
-TEST(a_release_that_daemonizes_is_rolled_back_with_its_daemon) {
+TEST(setsid_helpers_of_restarted_and_stopped_generations_are_ended) {
+    setsid_helpers_are_ended("auto");
+}
+
+TEST(setsid_helpers_are_ended_without_cgroups) {
+    setsid_helpers_are_ended("no");
+}
+
+static void daemonizing_release_rolled_back(const char *cgroup) {
     become_subreaper();
     struct sv s;
     sv_init(&s);
     char out[4096];
-    SV_START(&s, "--listen", "web=tcp:127.0.0.1:0");
+    SV_START(&s, "--listen", "web=tcp:127.0.0.1:0", "--cgroup", cgroup);
+    check_containment(&s, cgroup);
     int port = sv_port(&s, "web");
     struct load l;
     load_start(&l, port);
@@ -183,13 +200,22 @@ TEST(a_release_that_daemonizes_is_rolled_back_with_its_daemon) {
     check_no_children();
 }
 
-TEST(a_first_generation_that_daemonizes_is_supervised_as_its_daemon) {
+TEST(a_release_that_daemonizes_is_rolled_back_with_its_daemon) {
+    daemonizing_release_rolled_back("auto");
+}
+
+TEST(a_daemonizing_release_is_rolled_back_without_cgroups) {
+    daemonizing_release_rolled_back("no");
+}
+
+static void daemonizing_first_generation(const char *cgroup) {
     become_subreaper();
     struct sv s;
     sv_init(&s);
     char out[4096], want[64];
     write_file(s.behaviour, "daemonize\n");
-    SV_START(&s, "--listen", "web=tcp:127.0.0.1:0");
+    SV_START(&s, "--listen", "web=tcp:127.0.0.1:0", "--cgroup", cgroup);
+    check_containment(&s, cgroup);
     int port = sv_port(&s, "web");
     struct load l;
     load_start(&l, port);
@@ -206,12 +232,20 @@ TEST(a_first_generation_that_daemonizes_is_supervised_as_its_daemon) {
     if (rc != 0)
         fprintf(stderr, "%s", out);
     CHECK_INT(rc, ==, 0);
-    CHECK_INT(tcp_gen(port), ==, 2);
     CHECK_INT(remaining(&s, 1, 0), ==, 0);
+    CHECK_INT(tcp_gen(port), ==, 2);
     check_load(&l);
     sv_stop(&s);
     CHECK_INT(remaining(&s, 0, 0), ==, 0);
     check_no_children();
+}
+
+TEST(a_first_generation_that_daemonizes_is_supervised_as_its_daemon) {
+    daemonizing_first_generation("auto");
+}
+
+TEST(a_first_generation_daemonizing_is_supervised_without_cgroups) {
+    daemonizing_first_generation("no");
 }
 
 TEST(a_serving_generation_killed_twice_is_respawned_with_nothing_refused) {

@@ -61,13 +61,13 @@ static int own_cgroup(char *buf, size_t size) {
     return r;
 }
 
-int contain_init(char *how, size_t size) {
+int contain_init(bool cgroups, char *how, size_t size) {
     if (prctl(PR_SET_CHILD_SUBREAPER, 1) < 0) {
         snprintf(how, size, "cannot become a child subreaper: %s", strerror(errno));
         return -1;
     }
     char mnt[PATH_MAX], own[PATH_MAX];
-    if (cgroup2_mount(mnt, sizeof(mnt)) == 0 && own_cgroup(own, sizeof(own)) == 0) {
+    if (cgroups && cgroup2_mount(mnt, sizeof(mnt)) == 0 && own_cgroup(own, sizeof(own)) == 0) {
         int len =
             snprintf(cg_base_path, sizeof(cg_base_path), "%s%s", mnt, strcmp(own, "/") ? own : "");
         if (len > 0 && (size_t)len < sizeof(cg_base_path))
@@ -76,7 +76,8 @@ int contain_init(char *how, size_t size) {
     if (cg_base >= 0)
         snprintf(how, size, "a cgroup per generation in %s where it can be made", cg_base_path);
     else
-        snprintf(how, size, "no cgroup v2 to make groups in: processes found through /proc");
+        snprintf(how, size, "%s: processes found through /proc",
+                 cgroups ? "no cgroup v2 to make groups in" : "no cgroups (--cgroup no)");
     return 0;
 }
 
@@ -286,7 +287,7 @@ static int assign(struct procs *const *gens, size_t ngens, struct snapshot *sn) 
     return rc;
 }
 
-/* One look.  *@again is set when a process of a generation was seen ended: a child it made
+/* One look.  *@again is set when a descendant was seen ended: a child it made
  * just before may have been missed, the listing of /proc being read before it existed. */
 static int update_once(struct procs *const *gens, size_t ngens, bool *again) {
     struct snapshot sn = {NULL, 0, 0};
@@ -309,7 +310,7 @@ static int update_once(struct procs *const *gens, size_t ngens, bool *again) {
         for (size_t i = 0; i < sn.n; i++) {
             struct pinfo *p = &sn.all[i];
             if (!p->ours || p->state == 'Z') {
-                *again = *again || (p->owner && p->state == 'Z');
+                *again = *again || (p->ours && p->state == 'Z');
                 continue;
             }
             if (p->stray) {

@@ -34,9 +34,9 @@ struct procs {
     size_t n;
 };
 
-/* Become a child subreaper and find where cgroups can be made; @how says which way
- * processes will be followed.  Returns 0, or -1 (with the reason in @how). */
-int contain_init(char *how, size_t size);
+/* Become a child subreaper and (with @cgroups) find where cgroups can be made; @how says
+ * which way processes will be followed.  Returns 0, or -1 (with the reason in @how). */
+int contain_init(bool cgroups, char *how, size_t size);
 /* Set up @g for generation @gen, with (if @cgroup) a cgroup of its own when one can be made. */
 void procs_init(struct procs *g, int gen, bool cgroup);
 /* Its first process, @leader, was started. */

@@ -24,6 +24,7 @@ static const char usage_text[] =
     "                  [--ready-timeout SECONDS] [--drain-timeout SECONDS]\n"
     "                  [--stop-signal SIG] [--convention systemd|nginx|einhorn]\n"
     "                  [--restart never|on-failure|always] [--user USER[:GROUP]]\n"
+    "                  [--cgroup auto|no]\n"
     "                  [--control-mode MODE] [--adopt PID [--adopt-signal SIG]]\n"
     "                  -- COMMAND [ARG...]\n"
     "       afdt restart --control PATH [--wait]\n"
@@ -205,6 +206,11 @@ static int main_serve(struct args *a) {
             s.adopt_pid = (int)pid;
         } else if (is_opt(a, "--adopt-signal")) {
             s.adopt_signal = parse_signal(a, opt_value(a));
+        } else if (is_opt(a, "--cgroup")) {
+            const char *v = opt_value(a);
+            if (strcmp(v, "auto") != 0 && strcmp(v, "no") != 0)
+                usage_error(a->cmd, "--cgroup wants auto or no, not '%s'", v);
+            s.no_cgroup = strcmp(v, "no") == 0;
         } else if (is_opt(a, "--restart")) {
             const char *v = opt_value(a);
             if (strcmp(v, "on-failure") == 0)

@@ -1050,7 +1050,7 @@ int sup_run(struct sup *s) {
         goto out;
     /* The state file is ours unless a live supervisor still runs: then once it retires. */
     s->owns_state = s->pred_path == NULL;
-    if (contain_init(why, sizeof(why)) < 0) {
+    if (contain_init(!s->args->no_cgroup, why, sizeof(why)) < 0) {
         say("%s", why);
         goto out;
     }

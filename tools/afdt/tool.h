@@ -50,6 +50,7 @@ struct serve_args {
     char **argv;      /* COMMAND [ARG...], NULL-terminated */
     enum restart_policy restart;
     const struct spawn_user *user; /* --user, or NULL */
+    bool no_cgroup;                /* --cgroup no: follow processes through /proc only */
 };
 
 /* Run the supervisor; returns the process's exit status. */
