@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "afdt.h"
+#include "helpers.h"
 #include "tool_fixture.h"
 
 /* The test server started by hand: a socket it alone holds at 3, no supervisor, no
@@ -122,6 +123,48 @@ TEST(adopt_is_refused_when_the_process_lacks_a_socket_and_leaves_it_serving) {
                        pid, "--adopt-signal", "SIGBOGUS", "--", AFDT_TEST_SERVER),
               ==, 2);
     CHECK(strstr(out, "--adopt-signal wants a signal") != NULL);
+    CHECK_INT(tcp_gen(port), ==, 100);
+    CHECK_INT(kill(hand, SIGTERM), ==, 0);
+    CHECK_INT(reap(hand, WAIT_MS), ==, 0);
+    check_no_children();
+}
+
+TEST(adopt_is_refused_for_a_process_of_another_user) {
+    struct test_user u;
+    test_user("afdt-test-a", &u);
+    become_subreaper();
+    int port;
+    pid_t hand = start_by_hand(&port); /* root's */
+    char spec[64], pid[16], out[4096] = "";
+    snprintf(spec, sizeof(spec), "web=tcp:127.0.0.1:%d", port);
+    snprintf(pid, sizeof(pid), "%d", (int)hand);
+    const char *ctl = user_tmp_path(&u, "ctl");
+    int p[2];
+    CHECK_INT(pipe2(p, O_CLOEXEC), ==, 0);
+    fflush(NULL);
+    pid_t tool = fork();
+    CHECK(tool >= 0);
+    if (tool == 0) {
+        drop_to_user(&u, 0);
+        if (dup2(p[1], 1) < 0 || dup2(p[1], 2) < 0)
+            _exit(127);
+        unsetenv("XDG_RUNTIME_DIR");
+        execl(AFDT_TOOL, AFDT_TOOL, "serve", "--control", ctl, "--listen", spec, "--adopt", pid,
+              "--", AFDT_TEST_SERVER, (char *)NULL);
+        _exit(127);
+    }
+    close(p[1]);
+    size_t got = 0;
+    ssize_t n;
+    while (got < sizeof(out) - 1 && (n = read(p[0], out + got, sizeof(out) - 1 - got)) > 0)
+        got += (size_t)n;
+    out[got] = '\0';
+    close(p[0]);
+    CHECK_INT(reap(tool, WAIT_MS), ==, 1);
+    if (strstr(out, "cannot take the sockets of pid") == NULL ||
+        strstr(out, "PTRACE_MODE_ATTACH") == NULL || strstr(out, strerror(EPERM)) == NULL)
+        harness_fail(__FILE__, __LINE__, "not refused as it should be: %s", out);
+    CHECK(!exists(ctl));
     CHECK_INT(tcp_gen(port), ==, 100);
     CHECK_INT(kill(hand, SIGTERM), ==, 0);
     CHECK_INT(reap(hand, WAIT_MS), ==, 0);

@@ -203,12 +203,12 @@ int serve_main(const struct serve_args *a) {
     if (e) {
         say("cannot run %s: %s", a->argv[0],
             e == ENOENT && !strchr(a->argv[0], '/') ? "command not found" : strerror(e));
-        return 1;
+        goto out;
     }
     memset(&p, 0, sizeof(p));
     int kind = probe_control(a->control, &p, &pred, &npred);
     if (kind < 0)
-        return 1;
+        goto out;
     if (a->adopt_pid && kind == 1) {
         say("--adopt: a supervisor already serves at %s", a->control);
         goto out;
@@ -225,6 +225,7 @@ int serve_main(const struct serve_args *a) {
     }
     int r = listeners_acquire(a->ls, a->nls, pred != NULL, pred, npred);
     afdt_named_fds_free(pred, npred, 1);
+    pred = NULL;
     if (r < 0)
         goto out;
     if (kind == 1)
@@ -239,8 +240,10 @@ int serve_main(const struct serve_args *a) {
     rc = sup_run(&s);
     listeners_release(a->ls, a->nls, !sup_retired(&s));
 out:
+    afdt_named_fds_free(pred, npred, 1);
     if (adopt_pidfd >= 0)
         close(adopt_pidfd);
     state_free(&orphans);
+    (void)rmdir(rundir); /* if we leave it empty */
     return rc;
 }

@@ -389,7 +389,7 @@ void state_dir_clean(const char *dir) {
         /* Ours are named by 16 hex digits; anything else there is left alone. */
         if (strlen(de->d_name) != 16 || strspn(de->d_name, "0123456789abcdef") != 16)
             continue;
-        snprintf(sub, sizeof(sub), "%s/%s", base, de->d_name);
+        snprintf(sub, sizeof(sub), "%s/%.16s", base, de->d_name);
         if (strcmp(sub, dir) == 0 || lstat(sub, &st) < 0 || !S_ISDIR(st.st_mode) ||
             st.st_uid != geteuid() || dir_in_use(sub, st.st_mtime))
             continue;
