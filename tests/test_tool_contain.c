@@ -388,3 +388,45 @@ TEST(an_unknown_user_is_refused_before_anything_starts) {
     CHECK(!exists(ctl));
     check_no_children();
 }
+
+/* Reap what was orphaned to us (a killed supervisor's generations) as it ends. */
+static void reap_orphans(void) {
+    while (waitpid(-1, NULL, WNOHANG) > 0) {
+    }
+}
+
+TEST(a_killed_supervisors_setsid_helpers_are_ended_by_the_one_that_takes_over) {
+    become_subreaper();
+    struct sv a, b;
+    sv_init(&a);
+    sv_init(&b);
+    snprintf(b.ctl, sizeof(b.ctl), "%s", a.ctl);
+    snprintf(b.behaviour, sizeof(b.behaviour), "%s", a.behaviour);
+    char out[4096];
+    write_file(a.behaviour, "setsid-helper\n");
+    SV_START(&a, "--listen", "web=tcp:127.0.0.1:0", "--drain-timeout", "2");
+    if (!wait_log(a.log, "a cgroup per generation", 1))
+        harness_skip("no cgroup v2 here: a dead supervisor's helpers cannot be found again");
+    int port = sv_port(&a, "web");
+    CHECK_INT(remaining(&a, 1, 2), ==, 2);
+    struct load l;
+    load_start(&l, port);
+    CHECK_INT(kill(a.pid, SIGKILL), ==, 0);
+    CHECK_INT(reap(a.pid, WAIT_MS), ==, 128 + SIGKILL);
+    b.pid = sv_spawn(
+        &b, (const char *const[]){"--listen", "web=tcp:127.0.0.1:0", "--drain-timeout", "2", NULL});
+    CHECK(wait_log(b.log, "control channel at", WAIT_MS));
+    CHECK(wait_log(b.log, "taken over", WAIT_MS));
+    pid_t pids[MAX_PROCS];
+    CHECK_INT(gen_processes(&b, 1, pids), ==, 2);
+    CHECK(status_lists(&b, pids[0]) && status_lists(&b, pids[1]));
+    CHECK_INT(RUN_TOOL(out, "restart", "--control", b.ctl), ==, 0);
+    for (int64_t end = now_ms() + WAIT_MS; remaining(&b, 1, 0) > 0 && now_ms() < end;)
+        reap_orphans();
+    CHECK_INT(remaining(&b, 1, 0), ==, 0);
+    check_load(&l);
+    sv_stop(&b);
+    reap_orphans();
+    CHECK_INT(remaining(&b, 0, 0), ==, 0);
+    check_no_children();
+}

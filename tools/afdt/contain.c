@@ -19,6 +19,7 @@
 /* Where the generations' cgroups are made: the supervisor's own cgroup v2 directory, or -1. */
 static int cg_base = -1;
 static char cg_base_path[PATH_MAX];
+static char cg_own[PATH_MAX]; /* its path in the hierarchy: "" for the root */
 
 /* The mount point of the cgroup v2 hierarchy (from /proc/self/mountinfo), when it is mounted
  * from its root. */
@@ -61,6 +62,24 @@ static int own_cgroup(char *buf, size_t size) {
     return r;
 }
 
+/* Remove the empty cgroups that supervisors now dead made beside us. */
+static void remove_stale_cgroups(void) {
+    int fd = openat(cg_base, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    DIR *d = fd < 0 ? NULL : fdopendir(fd);
+    if (d == NULL) {
+        if (fd >= 0)
+            close(fd);
+        return;
+    }
+    struct dirent *e;
+    int sup, gen;
+    while ((e = readdir(d)) != NULL)
+        if (sscanf(e->d_name, "afdt-%d-gen-%d", &sup, &gen) == 2 && sup > 0 &&
+            kill((pid_t)sup, 0) < 0 && errno == ESRCH)
+            (void)unlinkat(cg_base, e->d_name, AT_REMOVEDIR); /* fails while one is in it */
+    closedir(d);
+}
+
 int contain_init(bool cgroups, char *how, size_t size) {
     if (prctl(PR_SET_CHILD_SUBREAPER, 1) < 0) {
         snprintf(how, size, "cannot become a child subreaper: %s", strerror(errno));
@@ -72,7 +91,10 @@ int contain_init(bool cgroups, char *how, size_t size) {
             snprintf(cg_base_path, sizeof(cg_base_path), "%s%s", mnt, strcmp(own, "/") ? own : "");
         if (len > 0 && (size_t)len < sizeof(cg_base_path))
             cg_base = open(cg_base_path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        snprintf(cg_own, sizeof(cg_own), "%s", strcmp(own, "/") ? own : "");
     }
+    if (cg_base >= 0)
+        remove_stale_cgroups();
     if (cg_base >= 0)
         snprintf(how, size, "a cgroup per generation in %s where it can be made", cg_base_path);
     else
@@ -178,7 +200,8 @@ static void mark_descendants(struct snapshot *sn, pid_t self) {
     }
 }
 
-/* The pids in @g's cgroup.procs, added to @sn when its look missed them (started since). */
+/* The pids in @g's cgroup.procs, added to @sn when its look missed them (started since): ours,
+ * unless @g is an outsider's. */
 static void claim_cgroup(struct procs *g, struct snapshot *sn) {
     int fd = openat(g->cg_dir, "cgroup.procs", O_RDONLY | O_CLOEXEC);
     FILE *f = fd < 0 ? NULL : fdopen(fd, "re");
@@ -188,17 +211,18 @@ static void claim_cgroup(struct procs *g, struct snapshot *sn) {
         return;
     }
     int pid;
-    size_t before = sn->n;
+    struct snapshot sorted = *sn; /* the part bsearch may look in */
     while (fscanf(f, "%d", &pid) == 1) {
-        if (find_pid(sn, (pid_t)pid) == NULL && snapshot_add(sn, (pid_t)pid) == 0 && sn->n > before)
-            sn->all[sn->n - 1].ours = true;
+        size_t n = sn->n;
+        if (find_pid(&sorted, (pid_t)pid) == NULL && snapshot_add(sn, (pid_t)pid) == 0 && sn->n > n)
+            sn->all[n].ours = !g->outsider;
+        sorted.all = sn->all;
     }
-    if (sn->n > before)
-        qsort(sn->all, sn->n, sizeof(*sn->all), by_pid);
+    qsort(sn->all, sn->n, sizeof(*sn->all), by_pid);
     rewind(f);
     while (fscanf(f, "%d", &pid) == 1) {
         struct pinfo *p = find_pid(sn, (pid_t)pid);
-        if (p && p->ours)
+        if (p && (p->ours || g->outsider))
             p->owner = g;
     }
     fclose(f);
@@ -243,19 +267,19 @@ static bool in_its_groups(const struct procs *g, const struct pinfo *p) {
 static struct procs *owner_of(struct procs *const *gens, size_t ngens, struct snapshot *sn,
                               struct pinfo *p, pid_t self) {
     for (size_t k = 0; k < ngens; k++)
-        if (was_member(gens[k], p))
+        if (!gens[k]->outsider && was_member(gens[k], p))
             return gens[k];
     struct pinfo *parent = find_pid(sn, p->ppid);
     if (parent && parent->owner)
         return parent->owner;
     for (size_t k = 0; k < ngens; k++)
-        if (in_its_groups(gens[k], p))
+        if (!gens[k]->outsider && in_its_groups(gens[k], p))
             return gens[k];
     if (p->ppid == self && !p->stray) {
         /* An orphan whose parent ended before it was seen: its environment says. */
         int id = environ_gen(p->pid);
         for (size_t k = 0; k < ngens; k++)
-            if (gens[k]->gen == id)
+            if (!gens[k]->outsider && gens[k]->gen == id)
                 return gens[k];
         p->stray = id > 0; /* of a generation that is gone */
     }
@@ -319,7 +343,7 @@ static int update_once(struct procs *const *gens, size_t ngens, bool *again) {
             }
             /* Last, one no trace leads to: the generation newest when it started. */
             for (size_t k = 0; k < ngens && !p->owner; k++)
-                if (gens[k]->since <= p->start)
+                if (!gens[k]->outsider && gens[k]->since <= p->start)
                     p->owner = gens[k]; /* @gens is newest first */
         }
         rc = assign(gens, ngens, &sn);
@@ -354,6 +378,32 @@ void procs_init(struct procs *g, int gen, bool cgroup) {
         procs_free(g);
         g->cg_name[0] = '\0';
     }
+}
+
+void procs_follow(struct procs *g, pid_t pid) {
+    char path[64], line[PATH_MAX + 8];
+    int gen, sup;
+    snprintf(path, sizeof(path), "/proc/%d/cgroup", (int)pid);
+    FILE *f = cg_base < 0 ? NULL : fopen(path, "re");
+    if (f == NULL)
+        return;
+    while (fgets(line, sizeof(line), f)) {
+        line[strcspn(line, "\n")] = '\0';
+        const char *name = strrchr(line, '/');
+        size_t dir = name ? (size_t)(name - line) : 0;
+        /* "0::/OUR/CGROUP/afdt-PID-gen-N": one made beside us, by a supervisor now gone. */
+        if (strncmp(line, "0::", 3) != 0 || name == NULL ||
+            sscanf(name + 1, "afdt-%d-gen-%d", &sup, &gen) != 2 ||
+            strlen(name + 1) >= sizeof(g->cg_name) || dir - 3 != strlen(cg_own) ||
+            strncmp(line + 3, cg_own, dir - 3) != 0)
+            continue;
+        g->cg_dir = openat(cg_base, name + 1, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (g->cg_dir >= 0) {
+            snprintf(g->cg_name, sizeof(g->cg_name), "%s", name + 1);
+            g->outsider = true;
+        }
+    }
+    fclose(f);
 }
 
 void procs_started(struct procs *g, pid_t leader) {

@@ -30,6 +30,7 @@ struct procs {
     int cg_dir;               /* its cgroup, or -1 */
     int cg_procs;             /* that cgroup's cgroup.procs, open for writing, or -1 */
     char cg_name[48];
+    bool outsider;     /* not our descendants: a generation of a supervisor that died */
     struct proc *list; /* as of the last procs_update() (zombies left out) */
     size_t n;
 };
@@ -39,6 +40,10 @@ struct procs {
 int contain_init(bool cgroups, char *how, size_t size);
 /* Set up @g for generation @gen, with (if @cgroup) a cgroup of its own when one can be made. */
 void procs_init(struct procs *g, int gen, bool cgroup);
+/* @g is a generation we did not start, whose process is @pid: when that is in a cgroup a
+ * supervisor made beside us for a generation (one that died), follow every process in it, and
+ * remove it once empty. */
+void procs_follow(struct procs *g, pid_t pid);
 /* Its first process, @leader, was started. */
 void procs_started(struct procs *g, pid_t leader);
 /* Look again: which process belongs to which of @gens (newest first).  A process whose

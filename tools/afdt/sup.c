@@ -303,7 +303,7 @@ static void update_procs(struct sup *s) {
     struct procs *list[64];
     size_t n = 0;
     for (struct gen *g = s->gens; g && n < 64; g = g->next)
-        if (!g->foreign)
+        if (!g->foreign || g->procs.outsider)
             list[n++] = &g->procs;
     if (procs_update(list, n) < 0)
         say("cannot read /proc to follow the generations' processes: %s", strerror(errno));
@@ -656,6 +656,7 @@ static void on_foreign_exit(evutil_socket_t fd, short what, void *arg) {
     (void)what;
     struct gen *g = arg;
     bool draining = g->state == GEN_DRAINING;
+    update_procs(g->sup);
     if (g->id == 0)
         say("the adopted process (pid %d) exited", (int)g->pid);
     else
@@ -683,7 +684,8 @@ static struct gen *gen_foreign(struct sup *s, int id, pid_t pid, int pidfd, enum
     g->notify_fd = -1;
     g->gone_fd = -1;
     g->foreign = true;
-    procs_init(&g->procs, id, false); /* not our descendant: not followed */
+    procs_init(&g->procs, id, false);
+    procs_follow(&g->procs, pid); /* in the cgroup its dead supervisor made, if any */
     g->pidfd = pidfd;
     g->own_group = own_group;
     g->drain_sig = drain_sig;
