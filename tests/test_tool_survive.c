@@ -65,7 +65,7 @@ static void survive_sigkill(const char *behaviour, int gen1_status) {
     b.pid = sv_spawn(&b, (const char *const[]){"--listen", "web=tcp:127.0.0.1:0", "--listen",
                                                unix_spec, "--drain-timeout", "1", NULL});
     CHECK(wait_log(b.log, "control channel at", WAIT_MS));
-    CHECK(wait_log(b.log, "taken over", WAIT_MS));
+    CHECK(wait_log(b.log, "is serving: taken over", WAIT_MS));
     sleep_ms(300);
     CHECK_INT(RUN_TOOL(out, "status", "--control", b.ctl, "--json"), ==, 0);
     char me[64], gen[80];
@@ -126,10 +126,38 @@ TEST(the_runtime_directory_of_a_dead_supervisor_is_removed) {
     CHECK_INT(reap(a.pid, WAIT_MS), ==, 128 + SIGKILL);
     CHECK_INT(kill(gen1, SIGKILL), ==, 0);
     CHECK_INT(reap(gen1, WAIT_MS), ==, 128 + SIGKILL);
-    CHECK(exists(dir));
-    /* Any supervisor of ours that starts, on any control path, clears it away. */
+    /* Any supervisor of ours that starts, on any control path, clears it away (one of a test
+     * running beside this one may be first). */
     SV_START(&b, "--listen", "web=tcp:127.0.0.1:0");
     CHECK(!exists(dir));
     sv_stop(&b);
+    check_no_children();
+}
+
+TEST(a_successor_with_other_sockets_is_refused_and_leaves_the_orphan_serving) {
+    become_subreaper();
+    struct sv a, b;
+    sv_init(&a);
+    sv_init(&b);
+    snprintf(b.ctl, sizeof(b.ctl), "%s", a.ctl);
+    char out[4096];
+    SV_START(&a, "--listen", "web=tcp:127.0.0.1:0");
+    int port = sv_port(&a, "web");
+    int gen1 = log_number(a.log, "generation 1 started: pid ");
+    CHECK(gen1 > 0);
+    CHECK_INT(kill(a.pid, SIGKILL), ==, 0);
+    CHECK_INT(reap(a.pid, WAIT_MS), ==, 128 + SIGKILL);
+    CHECK_INT(RUN_TOOL(out, "serve", "--control", a.ctl, "--listen", "web=tcp:127.0.0.2:0", "--",
+                       AFDT_TEST_SERVER),
+              ==, 1);
+    CHECK(strstr(out, "is not one of the sockets of generation 1") != NULL);
+    CHECK_INT(tcp_gen(port), ==, 1);
+    /* With the same --listen, it is taken over. */
+    b.pid = sv_spawn(&b, (const char *const[]){"--listen", "web=tcp:127.0.0.1:0", NULL});
+    CHECK(wait_log(b.log, "control channel at", WAIT_MS));
+    CHECK(wait_log(b.log, "is serving: taken over", WAIT_MS));
+    CHECK_INT(tcp_gen(port), ==, 1);
+    sv_stop(&b);
+    CHECK_INT(reap(gen1, WAIT_MS), ==, 0);
     check_no_children();
 }

@@ -194,7 +194,10 @@ int serve_main(const struct serve_args *a) {
     log_as_supervisor();
     signal(SIGPIPE, SIG_IGN);
     memset(&orphans, 0, sizeof(orphans));
-    if (state_dir_path(a->control, rundir, sizeof(rundir)) < 0 || state_dir_make(rundir) < 0)
+    if (state_dir_path(a->control, rundir, sizeof(rundir)) < 0)
+        return 1;
+    int rundir_lock = state_dir_make(rundir);
+    if (rundir_lock < 0)
         return 1;
     say("runtime directory %s", rundir);
     state_dir_clean(rundir);
@@ -245,5 +248,6 @@ out:
         close(adopt_pidfd);
     state_free(&orphans);
     (void)rmdir(rundir); /* if we leave it empty */
+    close(rundir_lock);
     return rc;
 }

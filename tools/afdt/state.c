@@ -9,11 +9,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -118,7 +118,24 @@ int state_dir_make(const char *dir) {
         return -1;
     memcpy(base, dir, (size_t)(slash - dir));
     base[slash - dir] = '\0';
-    return make_one(base) < 0 || make_one(dir) < 0 ? -1 : 0;
+    for (int tries = 0; tries < 8; tries++) {
+        if (make_one(base) < 0 || make_one(dir) < 0)
+            return -1;
+        int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0) {
+            say("cannot open the runtime directory %s: %s", dir, strerror(errno));
+            return -1;
+        }
+        while (flock(fd, LOCK_SH) < 0 && errno == EINTR) {
+        }
+        struct stat held, now;
+        if (fstat(fd, &held) == 0 && lstat(dir, &now) == 0 && held.st_dev == now.st_dev &&
+            held.st_ino == now.st_ino)
+            return fd; /* the caller's, for as long as it runs */
+        close(fd);     /* a cleaner removed it just before we had it: make it again */
+    }
+    say("cannot keep the runtime directory %s: it keeps being removed", dir);
+    return -1;
 }
 
 struct proc_id proc_id_of(pid_t pid) {
@@ -356,15 +373,13 @@ void state_remove(const char *dir) {
     (void)unlink(path);
 }
 
-/* Whether the supervisor of @dir, or one of its generations, is still running (or, with no
- * state file yet, may be: a supervisor writes it a moment after making the directory). */
-static bool dir_in_use(const char *dir, time_t mtime) {
+/* Whether one of the generations that @dir's state file records is still running (its
+ * supervisor is not: we hold the directory's lock). */
+static bool dir_in_use(const char *dir) {
     struct state st;
     int r = state_load(dir, &st);
-    if (r < 0)
-        return true; /* not ours to judge: leave it */
-    if (r == 0)
-        return time(NULL) - mtime < 60;
+    if (r <= 0)
+        return r < 0; /* a file that is not ours to judge: leave it */
     bool alive = proc_alive(&st.sup);
     for (uint32_t i = 0; i < st.ngens && !alive; i++)
         alive = proc_alive(&st.gens[i].proc);
@@ -390,12 +405,23 @@ void state_dir_clean(const char *dir) {
         if (strlen(de->d_name) != 16 || strspn(de->d_name, "0123456789abcdef") != 16)
             continue;
         snprintf(sub, sizeof(sub), "%s/%.16s", base, de->d_name);
-        if (strcmp(sub, dir) == 0 || lstat(sub, &st) < 0 || !S_ISDIR(st.st_mode) ||
-            st.st_uid != geteuid() || dir_in_use(sub, st.st_mtime))
+        if (strcmp(sub, dir) == 0)
             continue;
-        DIR *sd = opendir(sub);
-        if (sd == NULL)
+        /* A live supervisor holds its directory's lock from before it writes anything there
+         * until it exits. */
+        int fd = open(sub, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0)
             continue;
+        if (flock(fd, LOCK_EX | LOCK_NB) < 0 || fstat(fd, &st) < 0 || st.st_uid != geteuid() ||
+            dir_in_use(sub)) {
+            close(fd);
+            continue;
+        }
+        DIR *sd = fdopendir(fd);
+        if (sd == NULL) {
+            close(fd);
+            continue;
+        }
         struct dirent *e;
         while ((e = readdir(sd)) != NULL) {
             if (strcmp(e->d_name, "state") == 0 || strcmp(e->d_name, "state.new") == 0 ||
@@ -404,9 +430,9 @@ void state_dir_clean(const char *dir) {
                 (void)unlink(file);
             }
         }
-        closedir(sd);
         if (rmdir(sub) == 0)
             say("removed the runtime directory %s of a supervisor that died", sub);
+        closedir(sd); /* and its lock */
     }
     closedir(d);
 }

@@ -57,7 +57,9 @@ struct state {
 int state_dir_path(const char *control, char *buf, size_t size);
 /* Make @dir (and its parent) if missing: ours, 0711 (searchable, so a generation that drops
  * its privileges still reaches its NOTIFY_SOCKET, not listable), and refuse one that another
- * user owns or could write.  Returns 0, or -1 after saying why. */
+ * user owns or could write.  Returns a descriptor holding a shared lock on it, to keep for as
+ * long as the supervisor runs (state_dir_clean() never removes a locked directory), or -1
+ * after saying why. */
 int state_dir_make(const char *dir);
 /* Remove the runtime directories beside @dir (never @dir) that we own and whose supervisor
  * and generations are all gone. */
