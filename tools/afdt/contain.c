@@ -80,6 +80,10 @@ static void remove_stale_cgroups(void) {
     closedir(d);
 }
 
+bool contain_has_cgroups(void) {
+    return cg_base >= 0;
+}
+
 int contain_init(bool cgroups, char *how, size_t size) {
     if (prctl(PR_SET_CHILD_SUBREAPER, 1) < 0) {
         snprintf(how, size, "cannot become a child subreaper: %s", strerror(errno));
@@ -316,6 +320,18 @@ static int assign(struct procs *const *gens, size_t ngens, struct snapshot *sn) 
 static int update_once(struct procs *const *gens, size_t ngens, bool *again) {
     struct snapshot sn = {NULL, 0, 0};
     pid_t self = getpid();
+    bool all_in_cgroups = true;
+    for (size_t k = 0; k < ngens; k++)
+        all_in_cgroups = all_in_cgroups && gens[k]->cg_dir >= 0;
+    *again = false;
+    if (all_in_cgroups) {
+        /* Their cgroups say it all: no need to read the whole of /proc. */
+        for (size_t k = 0; k < ngens; k++)
+            claim_cgroup(gens[k], &sn);
+        int rc = assign(gens, ngens, &sn);
+        free(sn.all);
+        return rc;
+    }
     int rc = read_all(&sn);
     if (rc == 0) {
         mark_descendants(&sn, self);
@@ -330,7 +346,6 @@ static int update_once(struct procs *const *gens, size_t ngens, bool *again) {
                     more = true;
             }
         }
-        *again = false;
         for (size_t i = 0; i < sn.n; i++) {
             struct pinfo *p = &sn.all[i];
             if (!p->ours || p->state == 'Z') {

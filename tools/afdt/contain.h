@@ -38,6 +38,8 @@ struct procs {
 /* Become a child subreaper and (with @cgroups) find where cgroups can be made; @how says
  * which way processes will be followed.  Returns 0, or -1 (with the reason in @how). */
 int contain_init(bool cgroups, char *how, size_t size);
+/* Whether generations get cgroups (contain_init() found where to make them). */
+bool contain_has_cgroups(void);
 /* Set up @g for generation @gen, with (if @cgroup) a cgroup of its own when one can be made. */
 void procs_init(struct procs *g, int gen, bool cgroup);
 /* @g is a generation we did not start, whose process is @pid: when that is in a cgroup a

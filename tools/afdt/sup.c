@@ -1057,10 +1057,11 @@ int sup_run(struct sup *s) {
         goto out;
     }
     say("containment: %s", why);
-    struct timeval quarter = {0, 250000};
+    /* A look through cgroups is cheap; one through the whole of /proc less so. */
+    struct timeval sweep = {contain_has_cgroups() ? 0 : 1, contain_has_cgroups() ? 250000 : 0};
     s->respawn_timer = evtimer_new(s->eb, on_respawn_timer, s);
     s->sweep = event_new(s->eb, -1, EV_PERSIST, on_sweep, s);
-    if (s->respawn_timer == NULL || s->sweep == NULL || event_add(s->sweep, &quarter) < 0) {
+    if (s->respawn_timer == NULL || s->sweep == NULL || event_add(s->sweep, &sweep) < 0) {
         say("cannot set timers");
         goto out;
     }

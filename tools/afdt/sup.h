@@ -105,7 +105,8 @@ struct sup {
     int64_t respawn_ms[RESPAWN_BURST]; /* when the last ones were (to be) made, a ring */
     struct event *respawn_timer;       /* the next respawn, pending */
     bool respawning;                   /* the generation on trial replaces one that crashed */
-    struct event *sweep;               /* a look at the generations' processes, every 250 ms */
+    struct event *sweep;               /* a look at the generations' processes, every 0.25 s
+                                        * (with cgroups) or 1 s */
     int restart_id;                    /* the restart in progress, or 0 */
     int result_fd; /* its outcome pipe (afdt restart holds the other end), or -1 */
     int last_restart_id;
