@@ -47,8 +47,32 @@ int reap(pid_t pid, int ms) {
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 
+/* Whether @pid is a generation's output relay ("afdt relay", named afdt-relay). */
+static bool is_relay(pid_t pid) {
+    char path[64], comm[32];
+    snprintf(path, sizeof(path), "/proc/%d/comm", (int)pid);
+    read_file(path, comm, sizeof(comm));
+    return strcmp(comm, "afdt-relay\n") == 0;
+}
+
+/* A relay outlives a supervisor killed outright, by design (the generation must never write into
+ * a pipe nobody reads), and comes to us: it ends with its generation's output, by now gone. */
+static void reap_orphaned_relays(void) {
+    char path[64], list[4096];
+    snprintf(path, sizeof(path), "/proc/self/task/%d/children", (int)getpid());
+    read_file(path, list, sizeof(list));
+    for (char *p = list, *end; *p; p = end) {
+        pid_t pid = (pid_t)strtol(p, &end, 10);
+        if (end == p)
+            break;
+        if (pid > 0 && is_relay(pid) && reap(pid, WAIT_MS) != 0)
+            harness_fail(__FILE__, __LINE__, "relay %d did not end with its generation", (int)pid);
+    }
+}
+
 /* Every process started here has ended and been reaped, and none was orphaned to us. */
 void check_no_children(void) {
+    reap_orphaned_relays();
     int st;
     pid_t r = waitpid(-1, &st, WNOHANG);
     int e = errno;

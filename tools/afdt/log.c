@@ -30,17 +30,23 @@ void log_as_supervisor(void) {
     stamped = !stderr_is_journal();
 }
 
-void say(const char *fmt, ...) {
-    char line[1024];
+size_t log_stamp(char *buf, size_t size) {
     size_t n = 0;
+    buf[0] = '\0';
     if (stamped) {
         struct timeval tv;
         struct tm tm;
         gettimeofday(&tv, NULL);
         localtime_r(&tv.tv_sec, &tm);
-        n = strftime(line, sizeof(line), "%Y-%m-%d %H:%M:%S", &tm);
-        n += (size_t)snprintf(line + n, sizeof(line) - n, ".%03d ", (int)(tv.tv_usec / 1000));
+        n = strftime(buf, size, "%Y-%m-%d %H:%M:%S", &tm);
+        n += (size_t)snprintf(buf + n, size - n, ".%03d ", (int)(tv.tv_usec / 1000));
     }
+    return n;
+}
+
+void say(const char *fmt, ...) {
+    char line[1024];
+    size_t n = log_stamp(line, sizeof(line));
     n += (size_t)snprintf(line + n, sizeof(line) - n, "%s: ", tag);
     va_list ap;
     va_start(ap, fmt);

@@ -12,6 +12,10 @@ void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* From now on, lines are the supervisor's log: "TIME afdt[PID]: ..." (no time when stderr is
  * the journal, which stamps lines itself). */
 void log_as_supervisor(void);
+/* The timestamp that starts the supervisor's log lines ("2026-12-07 04:05:06.789 "), into @buf
+ * (room for 32); empty when stderr is the journal or before log_as_supervisor().  Returns its
+ * length. */
+size_t log_stamp(char *buf, size_t size);
 /* Milliseconds on the monotonic clock. */
 int64_t now_ms(void);
 /* Sleep @ms milliseconds, across signals. */

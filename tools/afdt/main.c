@@ -13,6 +13,7 @@
 
 #include "log.h"
 #include "spawn.h"
+#include "relay.h"
 #include "tool.h"
 
 #ifndef AFDT_TOOL_VERSION
@@ -326,6 +327,11 @@ int main(int argc, char **argv) {
         return main_control(&a);
     if (strcmp(cmd, "exec") == 0)
         return main_exec(&a);
+    /* Not for users: a generation's output relay, started by afdt serve (relay.c). */
+    if (strcmp(cmd, "relay") == 0 && argc == 3 && atoi(argv[2]) > 0) {
+        log_as_supervisor();
+        return relay_main(atoi(argv[2]));
+    }
     if (cmd[0] == '-')
         usage_error(NULL, "unknown option '%s' (the command comes first: afdt serve ...)", cmd);
     usage_error(NULL, "unknown command '%s'", cmd);

@@ -96,8 +96,15 @@ __attribute__((noreturn)) static void child(const struct spawn_req *r, int err_f
     if (r->user && (setgroups(r->user->ngroups, r->user->groups) < 0 || setgid(r->user->gid) < 0 ||
                     setuid(r->user->uid) < 0))
         goto fail;
+    int out[2] = {-1, -1}; /* also above the range, out of the sockets' way */
+    for (int i = 0; r->output && i < 2; i++)
+        if ((out[i] = fcntl(r->output[i], F_DUPFD_CLOEXEC, (int)(3 + r->nfds))) < 0)
+            goto fail;
     if (place_listen_fds(r->fds, r->scratch, r->nfds) < 0)
         goto fail;
+    for (int i = 0; r->output && i < 2; i++)
+        if (dup2(out[i], 1 + i) < 0)
+            goto fail;
     put_digits(r->pid_digits, (long)getpid());
     sigset_t none;
     sigemptyset(&none);

@@ -36,6 +36,7 @@ struct spawn_req {
     char *pid_digits; /* inside one of @env's strings: where the child writes its own pid */
     int cgroup_procs; /* a cgroup's cgroup.procs the child moves itself into first, or -1 */
     const struct spawn_user *user; /* who the child becomes before exec, or NULL */
+    const int *output; /* NULL, or two descriptors that become the child's stdout and stderr */
 };
 
 /* An environment for a child: this process's, less every variable named in @set, plus @set

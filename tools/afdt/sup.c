@@ -437,6 +437,78 @@ static void on_gen_timer(evutil_socket_t fd, short what, void *arg) {
     }
 }
 
+/* A relay for generation @id's output (relay.c): a process of its own, which outlives us, so
+ * that the generation never writes into a pipe nobody reads.  @out gets the write ends for the
+ * generation's stdout and stderr, or -1s: then it writes to ours, unprefixed. */
+static void start_relay(struct sup *s, int id, int out[2]) {
+    int p[2][2] = {{-1, -1}, {-1, -1}}, scratch[2];
+    char exe[] = "/proc/self/exe", cmd[] = "relay", num[16], why[256], *digits;
+    out[0] = out[1] = -1;
+    snprintf(num, sizeof(num), "%d", id);
+    char *argv[] = {exe, cmd, num, NULL};
+    char **env = NULL;
+    pid_t *more = realloc(s->relays, (s->nrelays + 1) * sizeof(*more));
+    if (more)
+        s->relays = more;
+    if (more == NULL || pipe2(p[0], O_CLOEXEC) < 0 || pipe2(p[1], O_CLOEXEC) < 0 ||
+        (env = spawn_env(NULL, 0, &digits)) == NULL) {
+        snprintf(why, sizeof(why), "%s", strerror(errno));
+        goto fail;
+    }
+    int fds[2] = {p[0][0], p[1][0]};
+    /* Not in the generation's cgroup, nor as its user: the relay is not the generation. */
+    struct spawn_req r = {.argv = argv,
+                          .fds = fds,
+                          .scratch = scratch,
+                          .nfds = 2,
+                          .env = env,
+                          .pid_digits = digits,
+                          .cgroup_procs = -1};
+    pid_t pid = spawn_start(&r, why, sizeof(why));
+    spawn_env_free(env);
+    if (pid < 0)
+        goto fail;
+    s->relays[s->nrelays++] = pid;
+    for (int i = 0; i < 2; i++) {
+        close(p[i][0]);
+        out[i] = p[i][1];
+    }
+    return;
+fail:
+    say("generation %d's output goes to ours unprefixed: no relay (%s)", id, why);
+    for (int i = 0; i < 2; i++)
+        for (int k = 0; k < 2; k++)
+            if (p[i][k] >= 0)
+                close(p[i][k]);
+}
+
+/* Reaped @pid if it was a relay's; returns whether it was. */
+static bool relay_reaped(struct sup *s, pid_t pid) {
+    for (size_t i = 0; i < s->nrelays; i++) {
+        if (s->relays[i] == pid) {
+            s->relays[i] = s->relays[--s->nrelays];
+            return true;
+        }
+    }
+    return false;
+}
+
+/* On the way out: give the relays a moment to copy what the generations last wrote. */
+static void wait_relays(struct sup *s) {
+    int64_t end = now_ms() + 2000;
+    while (s->nrelays > 0 && now_ms() < end) {
+        int st;
+        pid_t pid = waitpid(-1, &st, WNOHANG);
+        if (pid > 0)
+            relay_reaped(s, pid);
+        else if (pid == 0)
+            sleep_ms_tool(10);
+        else
+            break;
+    }
+    free(s->relays);
+}
+
 /* Start generation s->next_gen: its notify socket, then COMMAND.  NULL with @why on failure. */
 static struct gen *gen_start(struct sup *s, char *why, size_t size) {
     struct gen *g = calloc(1, sizeof(*g));
@@ -475,6 +547,8 @@ static struct gen *gen_start(struct sup *s, char *why, size_t size) {
         snprintf(why, size, "out of memory");
         goto fail;
     }
+    int output[2];
+    start_relay(s, g->id, output);
     struct spawn_req r = {.argv = s->args->argv,
                           .fds = s->fds,
                           .scratch = s->scratch,
@@ -482,9 +556,13 @@ static struct gen *gen_start(struct sup *s, char *why, size_t size) {
                           .env = env,
                           .pid_digits = pid_digits,
                           .cgroup_procs = g->procs.cg_procs,
-                          .user = s->args->user};
+                          .user = s->args->user,
+                          .output = output[0] >= 0 ? output : NULL};
     g->pid = spawn_start(&r, why, size);
     spawn_env_free(env);
+    for (int i = 0; i < 2; i++) /* the generation's now: the relay ends when it is gone */
+        if (output[i] >= 0)
+            close(output[i]);
     if (g->pid < 0) {
         g->pid = 0;
         goto fail;
@@ -731,6 +809,8 @@ static void on_signal(evutil_socket_t sig, short what, void *arg) {
             struct gen *g = gen_by_pid(s, pid);
             if (g)
                 gen_exited(s, g, st);
+            else
+                relay_reaped(s, pid);
         }
         sweep(s);
     } else if (sig == SIGHUP) {
@@ -1120,5 +1200,6 @@ out:
     free(s->fdnames);
     free(s->inos);
     free_announce(s);
+    wait_relays(s);
     return rc;
 }

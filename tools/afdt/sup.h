@@ -90,6 +90,8 @@ struct sup {
     unsigned long *inos; /* their inodes, to see a generation accept on them (ready.c) */
     char **announce;     /* "NAME=VALUE"s telling a generation where they are (--convention) */
     size_t nannounce;
+    pid_t *relays; /* the generations' output relays (relay.c) not yet reaped */
+    size_t nrelays;
     char tmpdir[STATE_DIR_MAX]; /* the runtime directory: notify sockets, state file */
     bool owns_state;            /* the state file there is ours to write and remove */
     struct state *orphans;      /* left running by a supervisor that died: take them over */
