@@ -193,12 +193,35 @@ static int read_all(struct snapshot *sn) {
     return rc;
 }
 
+/* Children of ours that are no generation's (contain_exclude()); by pid, which a child keeps
+ * until it is reaped. */
+static pid_t excluded[64];
+static size_t nexcluded;
+
+void contain_exclude(pid_t pid, bool excluding) {
+    for (size_t i = 0; i < nexcluded; i++)
+        if (excluded[i] == pid) {
+            if (!excluding)
+                excluded[i] = excluded[--nexcluded];
+            return;
+        }
+    if (excluding && nexcluded < sizeof(excluded) / sizeof(excluded[0]))
+        excluded[nexcluded++] = pid;
+}
+
+static bool is_excluded(pid_t pid) {
+    for (size_t i = 0; i < nexcluded; i++)
+        if (excluded[i] == pid)
+            return true;
+    return false;
+}
+
 static void mark_descendants(struct snapshot *sn, pid_t self) {
     for (bool more = true; more;) {
         more = false;
         for (size_t i = 0; i < sn->n; i++) {
             struct pinfo *p = &sn->all[i], *parent = find_pid(sn, p->ppid);
-            if (!p->ours && (p->ppid == self || (parent && parent->ours)))
+            if (!p->ours && !is_excluded(p->pid) && (p->ppid == self || (parent && parent->ours)))
                 p->ours = more = true;
         }
     }

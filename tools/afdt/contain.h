@@ -60,6 +60,9 @@ bool procs_has(const struct procs *g, pid_t pid);
 void procs_signal(const struct procs *g, int sig);
 /* Release @g: its cgroup is removed if empty. */
 void procs_free(struct procs *g);
+/* @pid, a child of ours, belongs to no generation (@excluding), or no longer needs saying so
+ * (reaped). */
+void contain_exclude(pid_t pid, bool excluding);
 /* SIGKILL every descendant of the supervisor still alive, and reap them all: for its very
  * end. */
 void contain_end_all(void);

@@ -244,18 +244,35 @@ static size_t add_children(pid_t pid, pid_t *pids, size_t n, size_t max) {
     return n;
 }
 
-enum ready_verdict ready_check_tree(pid_t root, const unsigned long *inos, size_t n) {
+static bool listed(const pid_t *pids, size_t n, pid_t pid) {
+    for (size_t i = 0; i < n; i++)
+        if (pids[i] == pid)
+            return true;
+    return false;
+}
+
+enum ready_verdict ready_check(const pid_t *roots, size_t nroots, const unsigned long *inos,
+                               size_t n) {
     pid_t pids[READY_MAX_PROCS];
     bool seen[READY_MAX_SOCKETS] = {false}, unsure = false;
-    size_t npids = 1, all = 0;
+    size_t npids = 0, all = 0;
     if (n == 0 || n > READY_MAX_SOCKETS)
         return READY_CANNOT_TELL;
-    pids[0] = root;
+    for (size_t i = 0; i < nroots && npids < READY_MAX_PROCS; i++)
+        if (roots[i] > 0 && !listed(pids, npids, roots[i]))
+            pids[npids++] = roots[i];
     for (size_t i = 0; i < npids; i++) {
         int rc = ready_scan_process(pids[i], inos, n, seen);
         if (rc != 0 && rc != -ESRCH)
             unsure = true;
+        size_t before = npids;
         npids = add_children(pids[i], pids, npids, READY_MAX_PROCS);
+        /* A listed root may also be a child of another: keep each once. */
+        for (size_t k = before; k < npids;)
+            if (listed(pids, before, pids[k]))
+                pids[k] = pids[--npids];
+            else
+                k++;
     }
     for (size_t i = 0; i < n; i++)
         all += seen[i];

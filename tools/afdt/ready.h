@@ -20,7 +20,7 @@
  */
 int ready_scan_process(pid_t pid, const unsigned long *inos, size_t n, bool *seen);
 
-/* The most processes and sockets ready_check_tree() looks at. */
+/* The most processes and sockets ready_check() looks at. */
 #define READY_MAX_PROCS 512
 #define READY_MAX_SOCKETS 64
 
@@ -31,10 +31,12 @@ enum ready_verdict {
 };
 
 /**
- * The verdict over process @root and all its descendants (through /proc/PID/task/TID/children)
- * on sockets INOS[0..n): whether each one is accepted on by one of them.
+ * The verdict over processes ROOTS[0..nroots) and all their descendants (through
+ * /proc/PID/task/TID/children) on sockets INOS[0..n): whether each one is accepted on by one of
+ * them.
  */
-enum ready_verdict ready_check_tree(pid_t root, const unsigned long *inos, size_t n);
+enum ready_verdict ready_check(const pid_t *roots, size_t nroots, const unsigned long *inos,
+                               size_t n);
 
 /** The inode of the socket FD (as ready_scan_process() takes it), or 0 when FD is no socket. */
 unsigned long ready_socket_inode(int fd);

@@ -261,7 +261,13 @@ static void gen_look(struct gen *g) {
     struct sup *s = g->sup;
     if (g != s->starting)
         return;
-    enum ready_verdict v = ready_check_tree(g->pid, s->inos, s->args->nls);
+    /* Its first process and what containment knows of it (a daemon that left the tree). */
+    pid_t roots[READY_MAX_PROCS];
+    size_t nroots = 0;
+    roots[nroots++] = g->pid;
+    for (size_t i = 0; i < g->procs.n && nroots < READY_MAX_PROCS; i++)
+        roots[nroots++] = g->procs.list[i].pid;
+    enum ready_verdict v = ready_check(roots, nroots, s->inos, s->args->nls);
     g->cannot_tell = v == READY_CANNOT_TELL;
     if (v == READY_ACCEPTING) {
         gen_ready(g, g->sent_ready ? "it sent READY=1 and is accepting on every socket"
@@ -469,6 +475,7 @@ static void start_relay(struct sup *s, int id, int out[2]) {
     if (pid < 0)
         goto fail;
     s->relays[s->nrelays++] = pid;
+    contain_exclude(pid, true); /* no generation's process, though our child */
     for (int i = 0; i < 2; i++) {
         close(p[i][0]);
         out[i] = p[i][1];
@@ -486,6 +493,7 @@ fail:
 static bool relay_reaped(struct sup *s, pid_t pid) {
     for (size_t i = 0; i < s->nrelays; i++) {
         if (s->relays[i] == pid) {
+            contain_exclude(pid, false);
             s->relays[i] = s->relays[--s->nrelays];
             return true;
         }
