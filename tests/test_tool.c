@@ -64,7 +64,7 @@ TEST(restart_hands_the_sockets_to_a_new_generation) {
     SV_START(&s, "--listen", "web=tcp:127.0.0.1:0");
     int port = sv_port(&s, "web");
     CHECK_INT(tcp_gen(port), ==, 1);
-    CHECK_INT(RUN_TOOL(out, "restart", "--control", s.ctl), ==, 0);
+    CHECK_INT(RUN_TOOL(out, "restart", "--control", s.ctl, "--wait"), ==, 0);
     CHECK(strstr(out, "restart 1 succeeded: generation 2") != NULL);
     CHECK_INT(tcp_gen(port), ==, 2);
     CHECK(wait_log(s.log, "generation 1 (pid", WAIT_MS));
@@ -91,7 +91,7 @@ TEST(restart_rolls_back_when_the_new_generation_exits) {
     CHECK_INT(RUN_TOOL(out, "status", "--control", s.ctl, "--json"), ==, 0);
     CHECK(strstr(out, "\"rollbacks\":1") != NULL);
     unlink(s.behaviour); /* fixed: the next restart goes through */
-    CHECK_INT(RUN_TOOL(out, "restart", "--control", s.ctl), ==, 0);
+    CHECK_INT(RUN_TOOL(out, "restart", "--control", s.ctl, "--wait"), ==, 0);
     CHECK(strstr(out, "restart 2 succeeded: generation 3") != NULL);
     /* Generation 1 may still accept one connection on its way out. */
     CHECK(wait_log(s.log, "exited with status 0", WAIT_MS));
@@ -166,7 +166,7 @@ TEST(a_generation_that_drops_its_privileges_can_still_report_ready) {
     write_file(s.behaviour, "as-nobody\n");
     SV_START(&s, "--listen", "web=tcp:127.0.0.1:0", "--ready-timeout", "5");
     CHECK(wait_log(s.log, "is ready (it sent READY=1", 1));
-    CHECK_INT(RUN_TOOL(out, "restart", "--control", s.ctl), ==, 0);
+    CHECK_INT(RUN_TOOL(out, "restart", "--control", s.ctl, "--wait"), ==, 0);
     CHECK(strstr(out, "generation 2") && strstr(out, "(it sent READY=1"));
     CHECK_INT(tcp_gen(sv_port(&s, "web")), ==, 2);
     sv_stop(&s);

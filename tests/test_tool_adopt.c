@@ -71,7 +71,7 @@ TEST(adopt_takes_over_a_server_started_by_hand_under_load) {
     CHECK_INT(tcp_gen(port), ==, 1);
     CHECK_INT(RUN_TOOL(out, "status", "--control", s.ctl), ==, 0);
     CHECK(strstr(out, " serving ") != NULL);
-    CHECK_INT(RUN_TOOL(out, "restart", "--control", s.ctl), ==, 0);
+    CHECK_INT(RUN_TOOL(out, "restart", "--control", s.ctl, "--wait"), ==, 0);
     CHECK(strstr(out, "restart 1 succeeded: generation 2") != NULL);
     /* Generation 1 may still take a connection or two between its SIGTERM and its exit. */
     for (int64_t end = now_ms() + WAIT_MS; tcp_gen(port) != 2 && now_ms() < end;)

@@ -228,7 +228,7 @@ static void daemonizing_first_generation(const char *cgroup) {
     CHECK(strstr(out, want) != NULL);
     sleep_ms(300);
     CHECK_INT(waitpid(s.pid, NULL, WNOHANG), ==, 0); /* the supervisor goes on */
-    int rc = RUN_TOOL(out, "restart", "--control", s.ctl);
+    int rc = RUN_TOOL(out, "restart", "--control", s.ctl, "--wait");
     if (rc != 0)
         fprintf(stderr, "%s", out);
     CHECK_INT(rc, ==, 0);

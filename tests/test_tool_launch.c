@@ -18,7 +18,7 @@ TEST(the_stop_signal_retires_a_generation_and_afdt_stop_uses_it) {
     write_file(s.behaviour, "ignore-term\n");
     SV_START(&s, "--listen", "web=tcp:127.0.0.1:0", "--stop-signal", "USR1", "--drain-timeout",
              "600");
-    CHECK_INT(RUN_TOOL(out, "restart", "--control", s.ctl), ==, 0);
+    CHECK_INT(RUN_TOOL(out, "restart", "--control", s.ctl, "--wait"), ==, 0);
     CHECK(wait_log(s.log, "generation 1 (pid", WAIT_MS));
     CHECK(wait_log(s.log, "was killed by signal 10", WAIT_MS));
     CHECK_INT(tcp_gen(sv_port(&s, "web")), ==, 2);

@@ -18,7 +18,7 @@ TEST(a_server_without_notify_is_ready_as_soon_as_it_accepts) {
              "--ready-timeout", "600");
     CHECK(wait_log(s.log, "generation 1 (pid", 1));
     CHECK(wait_log(s.log, "is ready (it is accepting on every socket)", 1));
-    CHECK_INT(RUN_TOOL(out, "restart", "--control", s.ctl), ==, 0);
+    CHECK_INT(RUN_TOOL(out, "restart", "--control", s.ctl, "--wait"), ==, 0);
     CHECK(strstr(out, "generation 2") && strstr(out, "it is accepting on every socket"));
     CHECK_INT(tcp_gen(sv_port(&s, "web")), ==, 2);
     /* afdt status says how each generation was found ready. */
