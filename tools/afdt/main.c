@@ -12,8 +12,8 @@
 #include <unistd.h>
 
 #include "log.h"
-#include "spawn.h"
 #include "relay.h"
+#include "spawn.h"
 #include "tool.h"
 
 #ifndef AFDT_TOOL_VERSION
