@@ -161,3 +161,37 @@ TEST(a_successor_with_other_sockets_is_refused_and_leaves_the_orphan_serving) {
     CHECK_INT(reap(gen1, WAIT_MS), ==, 0);
     check_no_children();
 }
+
+TEST(a_generation_on_trial_when_its_supervisor_was_killed_is_stopped_by_the_successor) {
+    become_subreaper();
+    struct sv a, b;
+    sv_init(&a);
+    sv_init(&b);
+    snprintf(b.ctl, sizeof(b.ctl), "%s", a.ctl);
+    char log2[128];
+    snprintf(log2, sizeof(log2), "%s", tmp_path("restart-log"));
+    SV_START(&a, "--listen", "web=tcp:127.0.0.1:0", "--ready-timeout", "60");
+    int port = sv_port(&a, "web");
+    int gen1 = log_number(a.log, "generation 1 started: pid ");
+    write_file(a.behaviour, "hang\n");
+    pid_t restart =
+        start_tool(log2, -1, (const char *const[]){"afdt", "restart", "--control", a.ctl, NULL});
+    CHECK(wait_log(a.log, "generation 2 started: pid ", WAIT_MS));
+    int gen2 = log_number(a.log, "generation 2 started: pid ");
+    CHECK(gen1 > 0 && gen2 > 0);
+    CHECK_INT(kill(a.pid, SIGKILL), ==, 0);
+    CHECK_INT(reap(a.pid, WAIT_MS), ==, 128 + SIGKILL);
+    CHECK(reap(restart, WAIT_MS) > 0); /* it lost its supervisor: a failure, said */
+    unlink(a.behaviour);
+
+    b.pid = sv_spawn(&b, (const char *const[]){"--listen", "web=tcp:127.0.0.1:0", NULL});
+    CHECK(wait_log(b.log, "control channel at", WAIT_MS));
+    CHECK(wait_log(b.log, "generation 1 (pid", WAIT_MS));
+    CHECK(wait_log(b.log, "is serving: taken over", WAIT_MS));
+    CHECK(wait_log(b.log, "left starting by the supervisor that died, is stopped", WAIT_MS));
+    CHECK_INT(reap(gen2, WAIT_MS), ==, 0); /* it drained on SIGTERM */
+    CHECK_INT(tcp_gen(port), ==, 1);
+    sv_stop(&b);
+    CHECK_INT(reap(gen1, WAIT_MS), ==, 0);
+    check_no_children();
+}

@@ -42,8 +42,8 @@ static int base_dir(char *buf, size_t size) {
     return n > 0 && (size_t)n < size ? 0 : -1;
 }
 
-/* FNV-1a, 64 bits: a short name for a path (no adversary chooses it against us: a name taken
- * by another control path is caught by the state file's own "control" line). */
+/* FNV-1a, 64 bits: a short name for a control path.  Two paths of one user sharing a name is
+ * practically impossible, and another user cannot aim at ours (each user has its own base). */
 static uint64_t hash(const char *s) {
     uint64_t h = 14695981039346656037ull;
     for (; *s; s++) {
@@ -67,11 +67,14 @@ int state_dir_path(const char *control, char *buf, size_t size) {
     parent[slash ? dlen : 1] = '\0';
     if (slash && dlen == 0)
         strcpy(parent, "/");
-    if (realpath(parent, dir) == NULL) {
+    if (control[0] == '@') {
+        snprintf(abs, sizeof(abs), "%s", control); /* an abstract name: the same everywhere */
+    } else if (realpath(parent, dir) == NULL) {
         say("--control %s: %s: %s", control, parent, strerror(errno));
         return -1;
+    } else {
+        snprintf(abs, sizeof(abs), "%s/%s", strcmp(dir, "/") == 0 ? "" : dir, name);
     }
-    snprintf(abs, sizeof(abs), "%s/%s", strcmp(dir, "/") == 0 ? "" : dir, name);
     if (base_dir(base, sizeof(base)) < 0)
         return -1;
     int n = snprintf(buf, size, "%s/%016llx", base, (unsigned long long)hash(abs));
