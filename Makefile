@@ -54,7 +54,14 @@ fuzz:
 	sh fuzz/run.sh build-fuzz $(FUZZ_SECONDS)
 
 clean:
-	rm -rf $(BUILD) build-asan
+	rm -rf $(BUILD) build-asan build-deb
+
+# Debian packages (debian/): libafdt0, libafdt-dev and afdt, built from a copy of the tree in
+# build-deb/ (where the .debs are left), then checked by lintian.  DEB_BUILD_OPTIONS=nocheck
+# skips building and running the test suite inside the package build.
+.PHONY: deb
+deb:
+	sh scripts/deb.sh build-deb
 
 # Reliability (docs/RELIABILITY.md).  fault: every call the library makes fails at each of its
 # uses in turn (tests/test_fault.c), with a summary line; soak: tests/test_soak.c at full size;
