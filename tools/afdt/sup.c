@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,8 +59,17 @@ static struct timeval ms_tv(int64_t ms) {
     return tv;
 }
 
-/* Tell our own service manager (systemd, or a supervisor above us) @msg. */
-static void tell_manager(struct sup *s, const char *msg) {
+/* Tell our own service manager (systemd, or a supervisor above us) one sd_notify(3) datagram:
+ * the lines of @fmt, each KEY=VALUE.  Every one has a STATUS= line for people. */
+__attribute__((format(printf, 2, 3))) static void tell_manager(struct sup *s, const char *fmt,
+                                                               ...) {
+    if (s->parent_notify[0] == '\0')
+        return;
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
     if (notify_send(s->parent_notify, msg) < 0)
         say("cannot notify our own service manager: %s", strerror(errno));
 }
@@ -118,7 +128,8 @@ static void stop(struct sup *s, int code, const char *why) {
     s->state = SUP_STOPPING;
     s->exit_code = code;
     say("stopping (%s)", why);
-    tell_manager(s, "STOPPING=1");
+    if (!s->retiring) /* the service goes on, under the successor named in MAINPID= */
+        tell_manager(s, "STOPPING=1\nSTATUS=stopping: %s", why);
     if (s->restart_id)
         finish_restart(s, false, "the supervisor is stopping", NULL);
     s->starting = NULL;
@@ -132,6 +143,8 @@ static void stop(struct sup *s, int code, const char *why) {
 
 static void retire(struct sup *s, int successor_pid) {
     say("handing over to the supervisor with pid %d and retiring", successor_pid);
+    tell_manager(s, "MAINPID=%d\nSTATUS=handing over to the supervisor with pid %d", successor_pid,
+                 successor_pid);
     /* The socket files and the control path are the successor's from now on. */
     s->retiring = true;
     s->owns_state = false; /* the runtime directory's state file is the successor's too */
@@ -142,6 +155,7 @@ static void retire(struct sup *s, int successor_pid) {
 /* The generation on trial failed (@g still running, or NULL when it has exited). */
 static void start_failed(struct sup *s, struct gen *g, const char *what, int code) {
     char text[320];
+    int id = s->restart_id;
     s->starting = NULL;
     if (g)
         gen_drain(g);
@@ -153,7 +167,7 @@ static void start_failed(struct sup *s, struct gen *g, const char *what, int cod
         else
             snprintf(text, sizeof(text), "%s, and the serving generation had exited", what);
         finish_restart(s, false, text, NULL);
-        tell_manager(s, "READY=1");
+        tell_manager(s, "READY=1\nSTATUS=restart %d failed: %s", id, text);
         if (s->current == NULL)
             respawn_or_stop(s, s->current_exit < 0 ? 1 : s->current_exit, s->current_exit != 0);
         return;
@@ -224,6 +238,7 @@ static void gen_ready(struct gen *g, const char *how) {
     s->current = g;
     if (s->restart_id) {
         char text[320];
+        int id = s->restart_id;
         s->restarts++;
         if (old)
             snprintf(text, sizeof(text),
@@ -237,7 +252,8 @@ static void gen_ready(struct gen *g, const char *how) {
         if (old)
             gen_drain(old);
         save_state(s);
-        tell_manager(s, "READY=1");
+        tell_manager(s, "READY=1\nSTATUS=serving: generation %d (pid %d); restart %d succeeded",
+                     g->id, (int)g->pid, id);
         return;
     }
     say("generation %d (pid %d) is ready (%s)", g->id, (int)g->pid, how);
@@ -250,7 +266,9 @@ static void gen_ready(struct gen *g, const char *how) {
     }
     s->state = SUP_RUNNING;
     save_state(s);
-    tell_manager(s, "READY=1");
+    /* MAINPID=: the manager may not have started us (an upgrade), and names us from now on. */
+    tell_manager(s, "READY=1\nMAINPID=%d\nSTATUS=serving: generation %d (pid %d)", (int)getpid(),
+                 g->id, (int)g->pid);
 }
 
 /* Readiness: a generation is ready once it is seen accepting on every socket (ready.c), with
@@ -624,6 +642,11 @@ static int restart(struct sup *s, const char *origin, int result_fd, char *msg, 
     o->text[0] = '\0';
     s->restart_id = id;
     say("restart %d (%s): starting generation %d", id, origin, s->next_gen);
+    /* Before the start, so that even one that cannot start ends in READY=1 after RELOADING=1. */
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    tell_manager(s, "RELOADING=1\nMONOTONIC_USEC=%lld\nSTATUS=restart %d: starting generation %d",
+                 (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000, id, s->next_gen);
     char why[256];
     struct gen *g = gen_start(s, why, sizeof(why));
     if (g == NULL) {
@@ -631,12 +654,6 @@ static int restart(struct sup *s, const char *origin, int result_fd, char *msg, 
         return id;
     }
     s->starting = g;
-    char reloading[64];
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    snprintf(reloading, sizeof(reloading), "RELOADING=1\nMONOTONIC_USEC=%lld",
-             (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000);
-    tell_manager(s, reloading);
     return id;
 }
 
@@ -671,6 +688,7 @@ static void on_respawn_timer(evutil_socket_t fd, short what, void *arg) {
     char why[256];
     s->respawns++;
     say("respawn %u: starting generation %d", s->respawns, s->next_gen);
+    tell_manager(s, "STATUS=respawn %u: starting generation %d", s->respawns, s->next_gen);
     s->respawning = true;
     s->starting = gen_start(s, why, sizeof(why));
     if (s->starting == NULL) {
@@ -1170,7 +1188,8 @@ int sup_run(struct sup *s) {
     if (s->current && s->orphans) {
         s->state = SUP_RUNNING;
         save_state(s);
-        tell_manager(s, "READY=1");
+        tell_manager(s, "READY=1\nMAINPID=%d\nSTATUS=serving: generation %d (pid %d), taken back",
+                     (int)getpid(), s->current->id, (int)s->current->pid);
     } else {
         s->starting = gen_start(s, why, sizeof(why));
         if (s->starting == NULL) {
