@@ -2,8 +2,8 @@
 # SPDX-License-Identifier: BSD-3-Clause
 # CI for the Debian packages (as root): make deb (lintian clean), install the three packages,
 # run debian/tests/* against them as autopkgtest would (each in its own AUTOPKGTEST_TMP, from
-# the tree's root), purge them, and check that every path they installed that was not there
-# before is gone.
+# the tree's root), verify the example systemd units as installed, purge the packages, and
+# check that every path they installed that was not there before is gone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 pkgs=(libafdt0 libafdt-dev afdt)
@@ -29,6 +29,12 @@ for t in $(sed -n 's/^Tests: *//p' debian/tests/control); do
     echo "-- autopkgtest $t"
     AUTOPKGTEST_TMP="$work/$t" "debian/tests/$t"
 done
+
+# The example units as installed, against the installed afdt; any complaint fails.
+command -v systemd-analyze >/dev/null || apt-get install -y -qq systemd >/dev/null
+units=(/usr/share/doc/afdt/examples/*.service /usr/share/doc/afdt/examples/*.socket)
+out=$(systemd-analyze verify "${units[@]}" 2>&1) || { echo "$out" >&2; exit 1; }
+[ -z "$out" ] || { echo "systemd-analyze verify: $out" >&2; exit 1; }
 
 apt-get purge -y -qq "${pkgs[@]}" >/dev/null
 left=$(while read -r p; do [ ! -e "$p" ] && [ ! -L "$p" ] || echo "$p"; done <"$work/new")
