@@ -97,13 +97,13 @@ int contain_init(bool cgroups, char *how, size_t size) {
             cg_base = open(cg_base_path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         snprintf(cg_own, sizeof(cg_own), "%s", strcmp(own, "/") ? own : "");
     }
-    if (cg_base >= 0)
+    if (cg_base >= 0) {
         remove_stale_cgroups();
-    if (cg_base >= 0)
         snprintf(how, size, "a cgroup per generation in %s where it can be made", cg_base_path);
-    else
+    } else {
         snprintf(how, size, "%s: processes found through /proc",
                  cgroups ? "no cgroup v2 to make groups in" : "no cgroups (--cgroup no)");
+    }
     return 0;
 }
 
@@ -405,7 +405,8 @@ void procs_init(struct procs *g, int gen, bool cgroup) {
     if (!cgroup || cg_base < 0)
         return;
     snprintf(g->cg_name, sizeof(g->cg_name), "afdt-%d-gen-%d", (int)getpid(), gen);
-    if (mkdirat(cg_base, g->cg_name, 0755) < 0 && errno != EEXIST) {
+    /* Not one that exists: a supervisor that had our pid may have left processes in it. */
+    if (mkdirat(cg_base, g->cg_name, 0755) < 0) {
         g->cg_name[0] = '\0';
         return;
     }
