@@ -30,6 +30,26 @@ static void log_rundir(const char *log, char *dir, size_t size) {
     dir[n] = '\0';
 }
 
+/* @b, a supervisor for @a's control path and behaviour file, with a log of its own. */
+static void sv_successor(struct sv *b, const struct sv *a) {
+    sv_init(b);
+    snprintf(b->ctl, sizeof(b->ctl), "%s", a->ctl);
+    snprintf(b->behaviour, sizeof(b->behaviour), "%s", a->behaviour);
+}
+
+/* SIGKILL @s and see it die. */
+static void sv_kill(struct sv *s) {
+    CHECK_INT(kill(s->pid, SIGKILL), ==, 0);
+    CHECK_INT(reap(s->pid, WAIT_MS), ==, 128 + SIGKILL);
+}
+
+/* Start @b with @opts and wait until it serves, having taken over a dead one's generation. */
+static void sv_take_over(struct sv *b, const char *const *opts) {
+    b->pid = sv_spawn(b, opts);
+    CHECK(wait_log(b->log, "control channel at", WAIT_MS));
+    CHECK(wait_log(b->log, "is serving: taken over", WAIT_MS));
+}
+
 /* Serve with a TCP and a Unix socket under load, SIGKILL the supervisor, start a new one on
  * the same control path, restart and stop.  @behaviour: how generation 1 behaves (NULL: well);
  * it ends with @gen1_status. */
@@ -37,9 +57,7 @@ static void survive_sigkill(const char *behaviour, int gen1_status) {
     become_subreaper();
     struct sv a, b;
     sv_init(&a);
-    sv_init(&b);
-    snprintf(b.ctl, sizeof(b.ctl), "%s", a.ctl);
-    snprintf(b.behaviour, sizeof(b.behaviour), "%s", a.behaviour);
+    sv_successor(&b, &a);
     char path[128], unix_spec[160], out[8192], dir[256], buf[256];
     snprintf(path, sizeof(path), "%s", tmp_path("listen"));
     snprintf(unix_spec, sizeof(unix_spec), "local=unix:%s", path);
@@ -56,16 +74,13 @@ static void survive_sigkill(const char *behaviour, int gen1_status) {
     struct load l;
     load_start(&l, port);
     sleep_ms(300);
-    CHECK_INT(kill(a.pid, SIGKILL), ==, 0);
-    CHECK_INT(reap(a.pid, WAIT_MS), ==, 128 + SIGKILL);
+    sv_kill(&a);
     sleep_ms(300); /* generation 1 serves on alone */
     CHECK_INT(tcp_gen(port), ==, 1);
 
     /* A new supervisor with the same command line takes generation 1 over, sockets and all. */
-    b.pid = sv_spawn(&b, (const char *const[]){"--listen", "web=tcp:127.0.0.1:0", "--listen",
-                                               unix_spec, "--drain-timeout", "1", NULL});
-    CHECK(wait_log(b.log, "control channel at", WAIT_MS));
-    CHECK(wait_log(b.log, "is serving: taken over", WAIT_MS));
+    sv_take_over(&b, (const char *const[]){"--listen", "web=tcp:127.0.0.1:0", "--listen", unix_spec,
+                                           "--drain-timeout", "1", NULL});
     sleep_ms(300);
     CHECK_INT(RUN_TOOL(out, "status", "--control", b.ctl, "--json"), ==, 0);
     char me[64], gen[80];
@@ -122,8 +137,7 @@ TEST(the_runtime_directory_of_a_dead_supervisor_is_removed) {
     int gen1 = log_number(a.log, "generation 1 started: pid ");
     CHECK(gen1 > 0);
     log_rundir(a.log, dir, sizeof(dir));
-    CHECK_INT(kill(a.pid, SIGKILL), ==, 0);
-    CHECK_INT(reap(a.pid, WAIT_MS), ==, 128 + SIGKILL);
+    sv_kill(&a);
     CHECK_INT(kill(gen1, SIGKILL), ==, 0);
     CHECK_INT(reap(gen1, WAIT_MS), ==, 128 + SIGKILL);
     /* Any supervisor of ours that starts, on any control path, clears it away (one of a test
@@ -138,24 +152,20 @@ TEST(a_successor_with_other_sockets_is_refused_and_leaves_the_orphan_serving) {
     become_subreaper();
     struct sv a, b;
     sv_init(&a);
-    sv_init(&b);
-    snprintf(b.ctl, sizeof(b.ctl), "%s", a.ctl);
+    sv_successor(&b, &a);
     char out[4096];
     SV_START(&a, "--listen", "web=tcp:127.0.0.1:0");
     int port = sv_port(&a, "web");
     int gen1 = log_number(a.log, "generation 1 started: pid ");
     CHECK(gen1 > 0);
-    CHECK_INT(kill(a.pid, SIGKILL), ==, 0);
-    CHECK_INT(reap(a.pid, WAIT_MS), ==, 128 + SIGKILL);
+    sv_kill(&a);
     CHECK_INT(RUN_TOOL(out, "serve", "--control", a.ctl, "--listen", "web=tcp:127.0.0.2:0", "--",
                        AFDT_TEST_SERVER),
               ==, 1);
     CHECK(strstr(out, "is not one of the sockets of generation 1") != NULL);
     CHECK_INT(tcp_gen(port), ==, 1);
     /* With the same --listen, it is taken over. */
-    b.pid = sv_spawn(&b, (const char *const[]){"--listen", "web=tcp:127.0.0.1:0", NULL});
-    CHECK(wait_log(b.log, "control channel at", WAIT_MS));
-    CHECK(wait_log(b.log, "is serving: taken over", WAIT_MS));
+    sv_take_over(&b, (const char *const[]){"--listen", "web=tcp:127.0.0.1:0", NULL});
     CHECK_INT(tcp_gen(port), ==, 1);
     sv_stop(&b);
     CHECK_INT(reap(gen1, WAIT_MS), ==, 0);
@@ -166,8 +176,7 @@ TEST(a_generation_on_trial_when_its_supervisor_was_killed_is_stopped_by_the_succ
     become_subreaper();
     struct sv a, b;
     sv_init(&a);
-    sv_init(&b);
-    snprintf(b.ctl, sizeof(b.ctl), "%s", a.ctl);
+    sv_successor(&b, &a);
     char log2[128];
     snprintf(log2, sizeof(log2), "%s", tmp_path("restart-log"));
     SV_START(&a, "--listen", "web=tcp:127.0.0.1:0", "--ready-timeout", "60");
@@ -179,15 +188,11 @@ TEST(a_generation_on_trial_when_its_supervisor_was_killed_is_stopped_by_the_succ
     CHECK(wait_log(a.log, "generation 2 started: pid ", WAIT_MS));
     int gen2 = log_number(a.log, "generation 2 started: pid ");
     CHECK(gen1 > 0 && gen2 > 0);
-    CHECK_INT(kill(a.pid, SIGKILL), ==, 0);
-    CHECK_INT(reap(a.pid, WAIT_MS), ==, 128 + SIGKILL);
+    sv_kill(&a);
     CHECK(reap(restart, WAIT_MS) > 0); /* it lost its supervisor: a failure, said */
     unlink(a.behaviour);
 
-    b.pid = sv_spawn(&b, (const char *const[]){"--listen", "web=tcp:127.0.0.1:0", NULL});
-    CHECK(wait_log(b.log, "control channel at", WAIT_MS));
-    CHECK(wait_log(b.log, "generation 1 (pid", WAIT_MS));
-    CHECK(wait_log(b.log, "is serving: taken over", WAIT_MS));
+    sv_take_over(&b, (const char *const[]){"--listen", "web=tcp:127.0.0.1:0", NULL});
     CHECK(wait_log(b.log, "left starting by the supervisor that died, is stopped", WAIT_MS));
     CHECK_INT(reap(gen2, WAIT_MS), ==, 0); /* it drained on SIGTERM */
     CHECK_INT(tcp_gen(port), ==, 1);
