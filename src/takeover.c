@@ -58,13 +58,20 @@ static int parse_spec(const char *text, struct spec *sp, struct afdt__fail *f) {
     }
     if (hlen >= sizeof(host))
         return afdt__fail(f, AFDT_PATHNAME, EINVAL, "host in listen spec is too long");
+    if (hlen == 0 && rest[-1] == '[')
+        return afdt__fail(f, AFDT_PATHNAME, EINVAL, "empty [] in listen spec");
+    /* getaddrinfo() reads "127.0.0.1 x" as 127.0.0.1: a host is printable, without spaces. */
+    for (size_t i = 0; i < hlen; i++)
+        if (rest[i] <= ' ' || rest[i] > '~')
+            return afdt__fail(f, AFDT_PATHNAME, EINVAL,
+                              "host in listen spec has a space or a control character");
     memcpy(host, rest, hlen);
     host[hlen] = '\0';
+    /* Digits only: strtol() would also take spaces, a sign or nothing at all. */
     const char *port = colon + 1;
-    char *end;
-    errno = 0;
-    long p = strtol(port, &end, 10);
-    if (port[0] == '\0' || *end != '\0' || errno || p < 0 || p > 65535)
+    size_t plen = strspn(port, "0123456789");
+    long p = plen >= 1 && plen <= 5 && port[plen] == '\0' ? atol(port) : -1;
+    if (p < 0 || p > 65535)
         return afdt__fail(f, AFDT_PATHNAME, EINVAL, "port in listen spec is not 0-65535");
     sp->any_port = p == 0;
     struct addrinfo hints = {0}, *res = NULL;

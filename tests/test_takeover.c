@@ -80,7 +80,16 @@ TEST(malformed_specs_fail_with_pathname_einval) {
                          "tcp:[::1:80",
                          "sctp:1.2.3.4:80",
                          "unix:",
-                         "udp:1.2.3.4:-1"};
+                         "udp:1.2.3.4:-1",
+                         /* Each of these bound a port once (0.0.0.0 for the empty brackets). */
+                         "tcp:127.0.0.1: 0",
+                         "tcp: 127.0.0.1:0",
+                         "tcp:127.0.0.1 x:0",
+                         "tcp:127.0.0.1:+0",
+                         "tcp:127.0.0.1:0 ",
+                         "tcp:[]:0",
+                         "udp:[]:0",
+                         "tcp:127.0.0.1:000000"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         struct afdt_error_t err = AFDT_ERROR_T_INIT;
         CHECK_INT(afdt_open_spec(bad[i], &err), <, 0);
