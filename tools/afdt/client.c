@@ -13,17 +13,38 @@
 /* How often a waiting client asks again. */
 #define POLL_MS 100
 
-/* One exchange, quietly: returns 0, or -1 with *e and errno telling why. */
-static int exchange(const char *path, const char *request, char *resp, size_t size, int *fd,
-                    struct afdt_named_fd **named, uint32_t *nnamed, struct afdt_error_t *e) {
+static const struct trust *trust;
+
+void trust_set(const struct trust *t) {
+    trust = t;
+}
+
+void trust_options(struct afdt_client_options *o, uint32_t *uids) {
+    memset(o, 0, sizeof(*o));
+    o->size = sizeof(*o);
+    uint32_t n = 0;
+    uids[n++] = (uint32_t)geteuid();
+    uids[n++] = 0;
+    for (uint32_t i = 0; trust && i < trust->n && i < TOOL_TRUST_MAX; i++)
+        uids[n++] = trust->uids[i];
+    o->n_trusted_uids = n;
+    o->trusted_uids = uids;
+}
+
+int exchange(const char *path, const char *request, char *resp, size_t size, int *fd,
+             struct afdt_named_fd **named, uint32_t *nnamed, struct afdt_error_t *e) {
     uint8_t buf[AFDT_MSGLEN];
-    uint32_t len = sizeof(buf), nfds = 1;
+    uint32_t len = sizeof(buf), nfds = 1, uids[TOOL_TRUST_MAX + 2];
     int fds[1] = {-1};
     struct timeval tv = {TOOL_ASK_TIMEOUT_S, 0};
+    struct afdt_client_options o;
+    trust_options(&o, uids);
     if (fd)
         *fd = -1;
-    if (afdt_sync_client_ex(path, (const uint8_t *)request, (uint32_t)strlen(request), buf, &len,
-                            fds, &nfds, named, nnamed, &tv, e) < 0)
+    /* Who answers is checked before anything is sent: another user's socket at our path is
+     * asked nothing, and nothing it sends is taken. */
+    if (afdt_sync_client_opts(path, (const uint8_t *)request, (uint32_t)strlen(request), buf, &len,
+                              fds, &nfds, named, nnamed, &tv, &o, e) < 0)
         return -1;
     if (nfds && fd)
         *fd = fds[0]; /* now the caller's */
@@ -45,7 +66,9 @@ int ask(const char *path, const char *request, char *resp, size_t size, int *fd,
     struct afdt_error_t e = AFDT_ERROR_T_INIT;
     if (exchange(path, request, resp, size, fd, named, nnamed, &e) < 0) {
         int err = errno;
-        if (is_gone(&e)) {
+        if (e.operation == AFDT_PEER) {
+            say("%s: %s (--trust-uid UID trusts another user)", path, e.message);
+        } else if (is_gone(&e)) {
             say("nothing answers at %s: %s", path, strerror(err));
             return -2;
         }

@@ -32,9 +32,18 @@ int control_parse_hello(const char *resp, struct predecessor *p, char *state, si
 /* The status report (text or JSON) in a memory file, positioned at 0; -1 with errno set. */
 int control_status_fd(const struct sup *s, bool json);
 
-/* Serve the control protocol at @path: only this user is let in; a stale socket file is
- * replaced (@replacing: a predecessor's, which may take a moment to go).  Returns the
- * server's handle, or NULL after saying why. */
+/* How long to wait for another process holding the control path's lock file. */
+#define CONTROL_LOCK_WAIT_MS 5000
+
+/* Make way at @path for a new control channel: a socket file of our own uid where nothing
+ * listens is removed, under the lock file beside it (PATH.lock), which we wait for at most
+ * CONTROL_LOCK_WAIT_MS and use only if it is ours.  Another user's file, or anything that is
+ * not a socket, is left alone.  Returns 0 (the path is free, or holds a live socket), or -1
+ * after saying why. */
+int control_claim(const char *path);
+/* Serve the control protocol at @path: only this user is let in (refusals are logged once per
+ * interval); a stale socket file is claimed (@replacing: a predecessor's, which may take a
+ * moment to go).  Returns the server's handle, or NULL after saying why. */
 void *control_serve(struct event_base *eb, const char *path, unsigned mode, bool replacing,
                     afdt_request_ex_handler_t handler, afdt_post_ex_handler_t post, void *userdata);
 

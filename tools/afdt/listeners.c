@@ -132,8 +132,8 @@ static int bind_one(struct listener *l) {
     l->fd = afdt_open_spec(l->spec, &e);
     if (l->fd < 0) {
         int err = errno;
-        say("cannot listen on %s=%s: %s%s%s%s", l->name, l->spec, strerror(err),
-            e.message[0] ? " (" : "", e.message, e.message[0] ? ")" : "");
+        say("cannot listen on %s=%s: %s%s%s%s%s", l->name, l->spec, strerror(err),
+            e.message[0] ? " (" : "", e.message, e.message[0] ? ")" : "", resource_hint(err));
         return -1;
     }
     l->source = FROM_BIND;

@@ -44,20 +44,56 @@ size_t log_stamp(char *buf, size_t size) {
     return n;
 }
 
-void say(const char *fmt, ...) {
+static void say_v(const char *fmt, va_list ap, const char *suffix) {
     char line[1024];
     size_t n = log_stamp(line, sizeof(line));
     n += (size_t)snprintf(line + n, sizeof(line) - n, "%s: ", tag);
-    va_list ap;
-    va_start(ap, fmt);
     int m = vsnprintf(line + n, sizeof(line) - n - 1, fmt, ap);
-    va_end(ap);
     size_t len = n + (m < 0 ? 0 : (size_t)m);
+    if (len < sizeof(line) - 1)
+        len += (size_t)snprintf(line + len, sizeof(line) - len - 1, "%s", suffix);
     if (len > sizeof(line) - 2)
         len = sizeof(line) - 2;
     line[len++] = '\n';
     /* One write per line, so lines from several supervisors sharing a terminal never mix. */
     while (write(STDERR_FILENO, line, len) < 0 && errno == EINTR) {
+    }
+}
+
+void say(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    say_v(fmt, ap, "");
+    va_end(ap);
+}
+
+void say_limited(struct say_limit *l, const char *fmt, ...) {
+    int64_t now = now_ms();
+    if (l->window_end_ms && now < l->window_end_ms) {
+        l->held++;
+        return;
+    }
+    char more[96] = "";
+    if (l->held)
+        snprintf(more, sizeof(more), " (and %u more like it since the last such line)", l->held);
+    l->held = 0;
+    l->window_end_ms = now + SAY_LIMIT_INTERVAL_MS;
+    va_list ap;
+    va_start(ap, fmt);
+    say_v(fmt, ap, more);
+    va_end(ap);
+}
+
+const char *resource_hint(int err) {
+    switch (err) {
+    case EMFILE: return " (raise the descriptor limit: ulimit -n, or LimitNOFILE= under systemd)";
+    case ENFILE: return " (the system is out of descriptors: raise fs.file-max)";
+    case ENOMEM: return " (out of memory)";
+    case E2BIG:
+        return " (the environment and arguments are too big for exec: use shorter --listen "
+               "names or fewer sockets)";
+    case EAGAIN: return " (a process limit: check ulimit -u, or TasksMax= under systemd)";
+    default: return "";
     }
 }
 

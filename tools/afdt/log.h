@@ -16,6 +16,18 @@ void log_as_supervisor(void);
  * (room for 32); empty when stderr is the journal or before log_as_supervisor().  Returns its
  * length. */
 size_t log_stamp(char *buf, size_t size);
+/* A message that a peer can repeat at will (a refused client, an ignored notification): the
+ * first is said at once, the rest once per interval with how many there were. */
+struct say_limit {
+    int64_t window_end_ms; /* 0: nothing said yet */
+    unsigned held;         /* repeats since the last line */
+};
+#define SAY_LIMIT_INTERVAL_MS 10000
+void say_limited(struct say_limit *l, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* What to change when a call failed with @err, as " (...)" to append to the message: for
+ * running out of descriptors, memory or argument space; "" for anything else. */
+const char *resource_hint(int err);
+
 /* Milliseconds on the monotonic clock. */
 int64_t now_ms(void);
 /* Sleep @ms milliseconds, across signals. */

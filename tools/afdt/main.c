@@ -2,6 +2,7 @@
 /* afdt(1): the command line, its checks, and the helpers every command uses. */
 #include <errno.h>
 #include <math.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -27,17 +28,19 @@ static const char usage_text[] =
     "                  [--restart never|on-failure|always] [--user USER[:GROUP]]\n"
     "                  [--cgroup auto|no]\n"
     "                  [--control-mode MODE] [--adopt PID [--adopt-signal SIG]]\n"
-    "                  -- COMMAND [ARG...]\n"
-    "       afdt restart --control PATH [--wait]\n"
-    "       afdt status  --control PATH [--json]\n"
-    "       afdt stop    --control PATH\n"
-    "       afdt exec    --from PATH [--name NAME...] [--request WORD] -- COMMAND [ARG...]\n"
+    "                  [--trust-uid UID...] -- COMMAND [ARG...]\n"
+    "       afdt restart --control PATH [--wait] [--trust-uid UID...]\n"
+    "       afdt status  --control PATH [--json] [--trust-uid UID...]\n"
+    "       afdt stop    --control PATH [--trust-uid UID...]\n"
+    "       afdt exec    --from PATH [--name NAME...] [--request WORD] [--trust-uid UID...]\n"
+    "                    -- COMMAND [ARG...]\n"
     "       afdt --help | --version\n"
     "\n"
     "SPEC is tcp:HOST:PORT, udp:HOST:PORT or unix:PATH (IPv6: tcp:[::1]:PORT;\n"
-    "abstract: unix:@NAME).  COMMAND gets the sockets by systemd's socket-activation\n"
-    "convention (LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES) and may report READY=1 on\n"
-    "NOTIFY_SOCKET.  See afdt(1).\n";
+    "abstract: unix:@NAME).  A control PATH may be @NAME too.  COMMAND gets the sockets\n"
+    "by systemd's socket-activation convention (LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES)\n"
+    "and may report READY=1 on NOTIFY_SOCKET.  Only sockets of our own uid, root or a\n"
+    "--trust-uid are used.  See afdt(1) and SECURITY.md.\n";
 
 __attribute__((noreturn, format(printf, 2, 3))) static void usage_error(const char *cmd,
                                                                         const char *fmt, ...) {
@@ -145,6 +148,25 @@ static enum convention parse_convention(const struct args *a, const char *v) {
     usage_error(a->cmd, "%s wants systemd, nginx or einhorn, not '%s'", a->name, v);
 }
 
+/* --trust-uid UID (a number, or a user name): one more uid whose sockets and messages the tool
+ * takes, besides its own and root's. */
+static void add_trust(struct args *a, struct trust *t) {
+    const char *v = opt_value(a);
+    size_t n = strspn(v, "0123456789");
+    unsigned long uid;
+    if (n > 0 && v[n] == '\0' && n <= 10 && (uid = strtoul(v, NULL, 10)) < 0xffffffffUL) {
+        /* a number */
+    } else {
+        struct passwd *pw = getpwnam(v);
+        if (pw == NULL)
+            usage_error(a->cmd, "--trust-uid wants a uid or a user name, not '%s'", v);
+        uid = pw->pw_uid;
+    }
+    if (t->n == TOOL_TRUST_MAX)
+        usage_error(a->cmd, "at most %d --trust-uid options", TOOL_TRUST_MAX);
+    t->uids[t->n++] = (uint32_t)uid;
+}
+
 static const char *need_path(const struct args *a, const char *path, const char *opt) {
     if (path == NULL)
         usage_error(a->cmd, "%s PATH is required", opt);
@@ -227,6 +249,8 @@ static int main_serve(struct args *a) {
             if (spawn_user_parse(opt_value(a), &user, why, sizeof(why)) < 0)
                 usage_error(a->cmd, "%s", why);
             s.user = &user;
+        } else if (is_opt(a, "--trust-uid")) {
+            add_trust(a, &s.trust);
         } else if (is_opt(a, "--control-mode")) {
             const char *v = opt_value(a);
             char *end;
@@ -251,10 +275,13 @@ static int main_serve(struct args *a) {
 static int main_control(struct args *a) {
     const char *control = NULL;
     bool json = false, wait = false;
+    static struct trust trust;
     int r;
     while ((r = next_arg(a)) == 1) {
         if (is_opt(a, "--control")) {
             control = opt_value(a);
+        } else if (is_opt(a, "--trust-uid")) {
+            add_trust(a, &trust);
         } else if (is_opt(a, "--json") && strcmp(a->cmd, "status") == 0) {
             opt_flag(a);
             json = true;
@@ -268,6 +295,7 @@ static int main_control(struct args *a) {
     if (r == 0)
         usage_error(a->cmd, "unexpected argument '%s'", a->argv[a->i]);
     need_path(a, control, "--control");
+    trust_set(&trust);
     if (strcmp(a->cmd, "restart") == 0)
         return cmd_restart(control, wait);
     if (strcmp(a->cmd, "status") == 0)
@@ -279,6 +307,7 @@ static int main_exec(struct args *a) {
     const char *from = NULL, *request = AFDT_LISTENERS_REQUEST;
     const char **names = calloc((size_t)a->argc, sizeof(*names));
     uint32_t nnames = 0;
+    static struct trust trust;
     if (names == NULL) {
         say("out of memory");
         return 1;
@@ -292,6 +321,8 @@ static int main_exec(struct args *a) {
             if (n[0] == '\0' || strlen(n) > AFDT_NAME_MAX || strchr(n, ':'))
                 usage_error(a->cmd, "--name wants 1 to %d characters without ':'", AFDT_NAME_MAX);
             names[nnames++] = n;
+        } else if (is_opt(a, "--trust-uid")) {
+            add_trust(a, &trust);
         } else if (is_opt(a, "--request")) {
             request = opt_value(a);
             if (request[0] == '\0' || strlen(request) > AFDT_MSGLEN)
@@ -302,6 +333,7 @@ static int main_exec(struct args *a) {
     }
     need_path(a, from, "--from");
     char **argv = need_command(a, r);
+    trust_set(&trust);
     r = cmd_exec(from, request, names, nnames, argv);
     free(names);
     return r;

@@ -26,13 +26,26 @@ int notify_open(const char *path) {
     (void)unlink(path);
     if (bind(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0 ||
         setsockopt(fd, SOL_SOCKET, SO_PASSCRED, &one, sizeof(one)) < 0 ||
-        chmod(path, 0666) < 0) { /* who is heard: notify_sender_in() */
+        chmod(path, 0666) < 0) { /* its directory decides who can reach it */
         int e = errno;
         close(fd);
         errno = e;
         return -1;
     }
     return fd;
+}
+
+/* EXTEND_TIMEOUT_USEC=: plain digits (a sign, a space or an overflow is no number of
+ * microseconds), at most NOTIFY_EXTEND_MAX_USEC. */
+static void parse_extend(const char *v, struct notify_msg *m) {
+    size_t n = strspn(v, "0123456789");
+    if (n == 0 || v[n] != '\0' || n > 18) {
+        snprintf(m->bad_extend, sizeof(m->bad_extend), "%.24s%s", v, strlen(v) > 24 ? "..." : "");
+        return;
+    }
+    long long usec = atoll(v);
+    m->has_extend = true;
+    m->extend_usec = usec < NOTIFY_EXTEND_MAX_USEC ? usec : NOTIFY_EXTEND_MAX_USEC;
 }
 
 /* The lines of one datagram, as sd_notify(3) defines them. */
@@ -51,17 +64,32 @@ static void parse(char *msg, struct notify_msg *m) {
         } else if (strncmp(line, "ERRNO=", 6) == 0) {
             m->errno_value = atoi(line + 6);
         } else if (strncmp(line, "EXTEND_TIMEOUT_USEC=", 20) == 0) {
-            m->has_extend = true;
-            m->extend_usec = strtoll(line + 20, NULL, 10);
+            parse_extend(line + 20, m);
         }
     }
+}
+
+/* Close a descriptor that came in a notification, without blocking: a socket set to linger
+ * with unsent data would make the last close() wait out its linger time, so lingering is
+ * turned off first (the kernel still sends the data in the background). */
+static void drop_fd(int fd) {
+    struct linger l;
+    socklen_t len = sizeof(l);
+    if (getsockopt(fd, SOL_SOCKET, SO_LINGER, &l, &len) == 0 && l.l_onoff) {
+        l.l_onoff = 0;
+        l.l_linger = 0;
+        (void)setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
+    }
+    close(fd);
 }
 
 int notify_read(int fd, struct notify_msg *m) {
     char buf[4097];
     union {
         struct cmsghdr h;
-        char b[CMSG_SPACE(sizeof(struct ucred)) + CMSG_SPACE(sizeof(int) * 32)];
+        /* Room for all a datagram can carry (SCM_MAX_FD): the kernel would close any it
+         * could not pass, in this process, where a lingering socket blocks. */
+        char b[CMSG_SPACE(sizeof(struct ucred)) + CMSG_SPACE(sizeof(int) * 253)];
     } ctl;
     struct iovec iov = {buf, sizeof(buf) - 1};
     struct msghdr mh = {
@@ -72,20 +100,10 @@ int notify_read(int fd, struct notify_msg *m) {
     if (n < 0)
         return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -1;
     memset(m, 0, sizeof(*m));
+    /* The sender first, then its descriptors: sd_notify's FDSTORE=1 and BARRIER=1 send some,
+     * and we keep none (a barrier's waiter is released when its pipe closes). */
     for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
-        if (c->cmsg_level != SOL_SOCKET)
-            continue;
-        if (c->cmsg_type == SCM_RIGHTS) {
-            /* sd_notify's FDSTORE=1 and BARRIER=1 send descriptors: we keep none (a
-             * barrier's waiter is released when its pipe closes). */
-            size_t nfds = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-            for (size_t k = 0; k < nfds; k++) {
-                int rfd;
-                memcpy(&rfd, CMSG_DATA(c) + k * sizeof(int), sizeof(int));
-                close(rfd);
-            }
-            m->nfds += (uint32_t)nfds;
-        } else if (c->cmsg_type == SCM_CREDENTIALS) {
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_CREDENTIALS) {
             struct ucred uc;
             memcpy(&uc, CMSG_DATA(c), sizeof(uc));
             m->has_creds = true;
@@ -93,15 +111,33 @@ int notify_read(int fd, struct notify_msg *m) {
             m->pid = uc.pid;
         }
     }
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+            continue;
+        size_t nfds = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (size_t k = 0; k < nfds; k++) {
+            int rfd;
+            memcpy(&rfd, CMSG_DATA(c) + k * sizeof(int), sizeof(int));
+            drop_fd(rfd);
+        }
+        m->nfds += (uint32_t)nfds;
+    }
     buf[n] = '\0';
     parse(buf, m);
     return 1;
 }
 
-bool notify_sender_in(const struct notify_msg *m, pid_t group) {
-    /* Our own user, or any process of this generation, even one that dropped its
-     * privileges. */
-    return m->has_creds && (m->uid == getuid() || m->uid == 0 || getpgid(m->pid) == group);
+bool notify_sender_in(const struct notify_msg *m, pid_t group, const uint32_t *trusted,
+                      size_t ntrusted) {
+    if (!m->has_creds)
+        return false;
+    if (m->uid == getuid() || m->uid == 0)
+        return true;
+    for (size_t i = 0; i < ntrusted; i++)
+        if (m->uid == trusted[i])
+            return true;
+    /* Any process of this generation, even one that dropped its privileges. */
+    return getpgid(m->pid) == group;
 }
 
 int notify_send(const char *addr, const char *msg) {

@@ -6,46 +6,47 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
-#include <sys/time.h>
 #include <unistd.h>
 
 #include "control.h"
 #include "log.h"
 #include "sup.h"
 
-/* What is at the control path: 0 nothing (or a stale socket), 1 a supervisor to take over
- * from (its greeting in *p, its sockets in *pred), -1 something not ours (said why). */
+/* What is at the control path: 0 nothing (or a stale socket of ours, now removed), 1 a
+ * supervisor to take over from (its greeting in *p, its sockets in *pred), -1 something not
+ * ours or not trusted (said why).  Who answers is checked before it is asked anything. */
 static int probe_control(const char *path, struct predecessor *p, struct afdt_named_fd **pred,
                          uint32_t *npred) {
     struct stat st;
-    if (lstat(path, &st) < 0) {
+    bool abstract = path[0] == '@';
+    if (!abstract && lstat(path, &st) < 0) {
         if (errno == ENOENT)
             return 0;
         say("cannot use --control %s: %s", path, strerror(errno));
         return -1;
     }
-    if (!S_ISSOCK(st.st_mode)) {
+    if (!abstract && !S_ISSOCK(st.st_mode)) {
         say("--control %s exists and is not a socket: not ours to replace", path);
         return -1;
     }
     char resp[AFDT_MSGLEN + 1], state[16];
-    uint32_t len = AFDT_MSGLEN;
-    int fd = -1;
-    struct timeval tv = {TOOL_ASK_TIMEOUT_S, 0};
     struct afdt_error_t e = AFDT_ERROR_T_INIT;
-    if (afdt_sync_client(path, (const uint8_t *)"hello", 5, (uint8_t *)resp, &len, &fd, &tv, &e) <
-        0) {
+    if (exchange(path, "hello", resp, sizeof(resp), NULL, NULL, NULL, &e) < 0) {
         int err = errno;
+        if (e.operation == AFDT_PEER) {
+            say("--control %s: %s; refusing to take over from it (--trust-uid UID trusts "
+                "another user)",
+                path, e.message);
+            return -1;
+        }
         if (e.operation == AFDT_CONNECT && (err == ECONNREFUSED || err == ENOENT))
-            return 0; /* stale: the control channel replaces it */
+            return control_claim(path); /* stale, or gone: the control channel replaces it */
         say("--control %s is a socket that does not answer as an afdt supervisor: %s", path,
             err ? strerror(err) : e.message);
         return -1;
     }
-    if (fd >= 0)
-        close(fd);
-    resp[len] = '\0';
     if (control_parse_hello(resp, p, state, sizeof(state)) < 0) {
         say("--control %s is served by something that is not an afdt supervisor "
             "(it answered \"%.60s\")",
@@ -58,14 +59,10 @@ static int probe_control(const char *path, struct predecessor *p, struct afdt_na
         return -1;
     }
     say("taking over from the supervisor at %s (pid %d)", path, p->pid);
-    len = AFDT_MSGLEN;
-    uint32_t nfds = 0;
-    if (afdt_sync_client_ex(path, (const uint8_t *)AFDT_LISTENERS_REQUEST,
-                            sizeof(AFDT_LISTENERS_REQUEST) - 1, (uint8_t *)resp, &len, NULL, &nfds,
-                            pred, npred, &tv, &e) < 0 ||
-        *pred == NULL) {
+    int r = exchange(path, AFDT_LISTENERS_REQUEST, resp, sizeof(resp), NULL, pred, npred, &e);
+    if (r < 0 || *pred == NULL) {
         say("cannot get the running supervisor's sockets: %s",
-            *pred == NULL ? "it sent no socket set" : e.message);
+            r < 0 ? e.message : "it sent no socket set");
         return -1;
     }
     p->path = path;
@@ -182,6 +179,33 @@ static int take_from_adopted(const struct serve_args *a, struct afdt_named_fd **
     return pidfd;
 }
 
+/* As many descriptors as the hard limit allows: the supervisor holds every socket, and each
+ * generation needs twice as many for a moment while they are put in place.  Generations get
+ * the limit we were started with. */
+static void raise_nofile(struct sup *s) {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur == rl.rlim_max)
+        return;
+    s->nofile = rl;
+    rl.rlim_cur = rl.rlim_max;
+    s->nofile_raised = setrlimit(RLIMIT_NOFILE, &rl) == 0;
+}
+
+/* LISTEN_FDNAMES must fit in one environment string for exec. */
+static int check_fdnames(const struct serve_args *a) {
+    size_t len = sizeof("LISTEN_FDNAMES=");
+    for (uint32_t i = 0; i < a->nls; i++)
+        len += strlen(a->ls[i].name) + 1;
+    long page = sysconf(_SC_PAGESIZE);
+    size_t max = (size_t)(page > 0 ? page : 4096) * 32; /* the kernel's MAX_ARG_STRLEN */
+    if (len <= max)
+        return 0;
+    say("LISTEN_FDNAMES would be %zu bytes, more than the %zu that exec allows one environment "
+        "string: use shorter --listen names, or fewer sockets",
+        len, max);
+    return -1;
+}
+
 int serve_main(const struct serve_args *a) {
     struct sup s;
     struct predecessor p;
@@ -202,6 +226,10 @@ int serve_main(const struct serve_args *a) {
     say("runtime directory %s", rundir);
     state_dir_clean(rundir);
     sup_init(&s, a, rundir);
+    trust_set(&a->trust);
+    raise_nofile(&s);
+    if (check_fdnames(a) < 0)
+        return 1;
     int e = find_command(a->argv[0]);
     if (e) {
         say("cannot run %s: %s", a->argv[0],

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "listeners.h"
+#include "log.h"
 #include "spawn.h"
 
 extern char **environ;
@@ -102,6 +103,10 @@ __attribute__((noreturn)) static void child(const struct spawn_req *r, int err_f
             goto fail;
     if (place_listen_fds(r->fds, r->scratch, r->nfds) < 0)
         goto fail;
+    /* The limit the supervisor was given, now that the sockets are in place (a lower soft
+     * limit leaves open descriptors open). */
+    if (r->nofile && setrlimit(RLIMIT_NOFILE, r->nofile) < 0)
+        goto fail;
     for (int i = 0; r->output && i < 2; i++)
         if (dup2(out[i], 1 + i) < 0)
             goto fail;
@@ -120,7 +125,7 @@ fail:
 pid_t spawn_start(const struct spawn_req *r, char *why, size_t size) {
     int p[2], e = 0;
     if (pipe2(p, O_CLOEXEC) < 0) {
-        snprintf(why, size, "cannot make a pipe: %s", strerror(errno));
+        snprintf(why, size, "cannot make a pipe: %s%s", strerror(errno), resource_hint(errno));
         return -1;
     }
     sigset_t all, old;
@@ -134,7 +139,7 @@ pid_t spawn_start(const struct spawn_req *r, char *why, size_t size) {
     close(p[1]);
     if (pid < 0) {
         close(p[0]);
-        snprintf(why, size, "fork: %s", strerror(fork_errno));
+        snprintf(why, size, "fork: %s%s", strerror(fork_errno), resource_hint(fork_errno));
         return -1;
     }
     setpgid(pid, pid); /* also here, so a signal sent at once finds the group */
@@ -147,8 +152,9 @@ pid_t spawn_start(const struct spawn_req *r, char *why, size_t size) {
         int st;
         while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
         }
-        snprintf(why, size, "cannot run %s: %s", r->argv[0],
-                 n == (ssize_t)sizeof(e) ? strerror(e) : "it failed before exec");
+        snprintf(why, size, "cannot run %s: %s%s", r->argv[0],
+                 n == (ssize_t)sizeof(e) ? strerror(e) : "it failed before exec",
+                 n == (ssize_t)sizeof(e) ? resource_hint(e) : "");
         return -1;
     }
     return pid;

@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/resource.h>
 #include <sys/types.h>
 
 /* ---- --user USER[:GROUP] ---- */
@@ -28,9 +29,10 @@ int spawn_user_parse(const char *spec, struct spawn_user *ret, char *why, size_t
 
 /* What to start: COMMAND with the sockets at 3.. and an environment made before fork. */
 struct spawn_req {
-    char *const *argv; /* COMMAND [ARG...], NULL-terminated; searched in PATH */
-    const int *fds;    /* the sockets, placed at 3, 4, ... in this order */
-    int *scratch;      /* room for nfds descriptors, used by the child */
+    char *const *argv;           /* COMMAND [ARG...], NULL-terminated; searched in PATH */
+    const struct rlimit *nofile; /* RLIMIT_NOFILE to give it, or NULL for ours */
+    const int *fds;              /* the sockets, placed at 3, 4, ... in this order */
+    int *scratch;                /* room for nfds descriptors, used by the child */
     uint32_t nfds;
     char **env;       /* the whole environment (spawn_env()) */
     char *pid_digits; /* inside one of @env's strings: where the child writes its own pid */

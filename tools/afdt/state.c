@@ -101,16 +101,15 @@ static int check_dir(const char *path) {
     return 0;
 }
 
-static int make_one(const char *path) {
-    if (mkdir(path, 0711) < 0 && errno != EEXIST) {
+/* @path made (or found) as a directory of ours, with @mode. */
+static int make_one(const char *path, mode_t mode) {
+    if (mkdir(path, mode) < 0 && errno != EEXIST) {
         say("cannot make the runtime directory %s: %s", path, strerror(errno));
         return -1;
     }
     if (check_dir(path) < 0)
         return -1;
-    /* Searchable, not listable: a generation that drops its privileges can still reach its
-     * NOTIFY_SOCKET, whose senders are checked one by one. */
-    (void)chmod(path, 0711);
+    (void)chmod(path, mode);
     return 0;
 }
 
@@ -121,8 +120,11 @@ int state_dir_make(const char *dir) {
         return -1;
     memcpy(base, dir, (size_t)(slash - dir));
     base[slash - dir] = '\0';
+    /* The base is searchable, not listable (a --trust-uid user's notify directory is in it);
+     * each runtime directory is private: nobody else can reach a notify socket there, flood
+     * us with notifications or stall us with a descriptor. */
     for (int tries = 0; tries < 8; tries++) {
-        if (make_one(base) < 0 || make_one(dir) < 0)
+        if (make_one(base, 0711) < 0 || make_one(dir, 0700) < 0)
             return -1;
         int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         if (fd < 0) {

@@ -410,8 +410,18 @@ static void gen_notified(struct gen *g, const struct notify_msg *m) {
     if (m->errno_value)
         say("generation %d (pid %d) reports an error: %s", g->id, (int)g->pid,
             strerror(m->errno_value));
+    if (m->bad_extend[0])
+        say_limited(&g->bad_extend,
+                    "generation %d (pid %d): EXTEND_TIMEOUT_USEC=%s is not a number of "
+                    "microseconds (0 to %lld): ignored",
+                    g->id, (int)g->pid, m->bad_extend, (long long)NOTIFY_EXTEND_MAX_USEC);
     if (m->has_extend && g->state == GEN_STARTING) {
         /* It asks for more time to get ready: from now, not from the start. */
+        if (m->extend_usec == NOTIFY_EXTEND_MAX_USEC)
+            say_limited(&g->bad_extend,
+                        "generation %d (pid %d): EXTEND_TIMEOUT_USEC= is cut to the longest "
+                        "extension, one hour",
+                        g->id, (int)g->pid);
         struct timeval tv = ms_tv(m->extend_usec / 1000);
         evtimer_add(g->timer, &tv);
     }
@@ -427,10 +437,12 @@ static void on_notify(evutil_socket_t fd, short what, void *arg) {
     struct gen *g = arg;
     struct notify_msg m;
     for (int i = 0; i < 64 && notify_read(fd, &m) > 0; i++) {
-        if (!notify_sender_in(&m, g->pid) && !procs_has(&g->procs, m.pid)) {
-            say("generation %d: ignored a notification from pid %d (uid %u), not one of its "
-                "processes",
-                g->id, (int)m.pid, (unsigned)m.uid);
+        const struct trust *t = &g->sup->args->trust;
+        if (!notify_sender_in(&m, g->pid, t->uids, t->n) && !procs_has(&g->procs, m.pid)) {
+            say_limited(&g->sup->ignored_notify,
+                        "generation %d: ignored a notification from pid %d (uid %u), not one of "
+                        "its processes",
+                        g->id, (int)m.pid, (unsigned)m.uid);
             continue;
         }
         gen_notified(g, &m);
@@ -549,10 +561,11 @@ static struct gen *gen_start(struct sup *s, char *why, size_t size) {
     g->drain_sig = s->args->stop_signal;
     g->gone_fd = -1;
     procs_init(&g->procs, g->id, true);
-    snprintf(g->notify_path, sizeof(g->notify_path), "%s/notify-%d", s->tmpdir, g->id);
+    snprintf(g->notify_path, sizeof(g->notify_path), "%s/notify-%d", s->notify_dir, g->id);
     g->notify_fd = notify_open(g->notify_path);
     if (g->notify_fd < 0) {
-        snprintf(why, size, "cannot make its notify socket: %s", strerror(errno));
+        snprintf(why, size, "cannot make its notify socket: %s%s", strerror(errno),
+                 resource_hint(errno));
         goto fail;
     }
     g->notify_ev = event_new(s->eb, g->notify_fd, EV_READ | EV_PERSIST, on_notify, g);
@@ -576,6 +589,7 @@ static struct gen *gen_start(struct sup *s, char *why, size_t size) {
     int output[2];
     start_relay(s, g->id, output);
     struct spawn_req r = {.argv = s->args->argv,
+                          .nofile = s->nofile_raised ? &s->nofile : NULL,
                           .fds = s->fds,
                           .scratch = s->scratch,
                           .nfds = s->args->nls,
@@ -848,6 +862,14 @@ static void on_signal(evutil_socket_t sig, short what, void *arg) {
     }
 }
 
+/* Whether process @pid asked for the sockets lately (a successor does, before "retire"). */
+static bool took_sockets(const struct sup *s, int pid) {
+    for (unsigned i = 0; i < s->ntakers && i < 4; i++)
+        if (s->takers[i] == pid)
+            return true;
+    return false;
+}
+
 static int on_control(const struct afdt_peer *peer, const uint8_t *request, uint32_t length,
                       struct afdt_reply *reply, void *userdata) {
     struct sup *s = userdata;
@@ -914,9 +936,15 @@ static int on_control(const struct afdt_peer *peer, const uint8_t *request, uint
     case CTL_LISTENERS:
         reply->named = s->named; /* the supervisor's own, kept open */
         reply->nnamed = s->args->nls;
+        s->takers[s->ntakers++ % 4] = (int)peer->pid;
         n = snprintf(out, cap, "%s", TOOL_PROTOCOL);
         break;
     case CTL_RETIRE:
+        if (!took_sockets(s, (int)peer->pid)) {
+            n = snprintf(out, cap, "error only a successor that took the sockets may ask this");
+            say("refused \"retire\" from pid %d, which did not take the sockets", (int)peer->pid);
+            break;
+        }
         n = snprintf(out, cap, "retiring pid=%d", (int)getpid());
         retire(s, (int)peer->pid);
         break;
@@ -1138,12 +1166,45 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg) {
     sweep(arg);
 }
 
+/* Where the notify sockets go: the runtime directory (0700: only this user and root may
+ * enter, so nobody else can send a notification, flood the log with them or stall us with a
+ * descriptor).  Under root, a generation running as another user (--user, or a --trust-uid it
+ * drops to) needs a directory that user may enter: one beside it, owned by that user. */
+static int make_notify_dir(struct sup *s) {
+    memcpy(s->notify_dir, s->tmpdir, sizeof(s->notify_dir));
+    const struct trust *t = &s->args->trust;
+    /* --user's uid first: its generations must be heard. */
+    uint32_t uids[TOOL_TRUST_MAX + 1], n = 0;
+    if (s->args->user)
+        uids[n++] = (uint32_t)s->args->user->uid;
+    for (uint32_t i = 0; i < t->n; i++)
+        uids[n++] = t->uids[i];
+    for (uint32_t i = 0; i < n; i++) {
+        if (uids[i] == getuid() || uids[i] == 0 || getuid() != 0)
+            continue; /* only root can give a directory away */
+        int len = snprintf(s->notify_dir, sizeof(s->notify_dir), "%s-notify-XXXXXX", s->tmpdir);
+        if (len <= 0 || (size_t)len >= sizeof(s->notify_dir) || mkdtemp(s->notify_dir) == NULL) {
+            say("cannot make a notify directory beside %s: %s", s->tmpdir, strerror(errno));
+            s->notify_dir[0] = '\0';
+            return -1;
+        }
+        if (chown(s->notify_dir, uids[i], (gid_t)-1) < 0) {
+            say("cannot give %s to uid %u: %s", s->notify_dir, (unsigned)uids[i], strerror(errno));
+            rmdir(s->notify_dir);
+            s->notify_dir[0] = '\0';
+            return -1;
+        }
+        break; /* one directory has one owner: the first such uid */
+    }
+    return 0;
+}
+
 static int watch_signals(struct sup *s) {
     const int sigs[4] = {SIGCHLD, SIGHUP, SIGTERM, SIGINT};
     for (int i = 0; i < 4; i++) {
         s->sigs[i] = evsignal_new(s->eb, sigs[i], on_signal, s);
         if (s->sigs[i] == NULL || event_add(s->sigs[i], NULL) < 0) {
-            say("cannot watch signal %d", sigs[i]);
+            say("cannot watch signal %d: %s%s", sigs[i], strerror(errno), resource_hint(errno));
             return -1;
         }
     }
@@ -1154,7 +1215,12 @@ int sup_run(struct sup *s) {
     int rc = 1;
     char why[256];
     s->eb = event_base_new();
-    if (s->eb == NULL || prepare_sets(s) < 0 || watch_signals(s) < 0)
+    if (s->eb == NULL) {
+        int e = errno; /* libevent has said its own line */
+        say("cannot start the event loop: %s%s", strerror(e), resource_hint(e));
+        goto out;
+    }
+    if (prepare_sets(s) < 0 || make_notify_dir(s) < 0 || watch_signals(s) < 0)
         goto out;
     /* The state file is ours unless a live supervisor still runs: then once it retires. */
     s->owns_state = s->pred_path == NULL;
@@ -1208,6 +1274,8 @@ out:
     /* Only after a failure to start the loop; an adopted process is left as it was. */
     while (s->gens)
         gen_free(s->gens);
+    if (s->notify_dir[0] && strcmp(s->notify_dir, s->tmpdir) != 0)
+        rmdir(s->notify_dir);
     contain_end_all(); /* none should be left: a stray would have been ended with its own */
     if (s->sweep)
         event_free(s->sweep);

@@ -6,10 +6,12 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/resource.h>
 #include <sys/types.h>
 #include <sys/un.h>
 
 #include "contain.h"
+#include "log.h"
 #include "spawn.h"
 #include "state.h"
 #include "tool.h"
@@ -47,6 +49,7 @@ struct gen {
     struct event *exit_ev;
     bool own_group; /* it leads its own process group, which is signalled with it */
     int drain_sig;  /* what asks it to drain: SIGTERM, or --adopt-signal */
+    struct say_limit bad_extend;
 };
 
 /* What became of one restart, for "result ID". */
@@ -97,6 +100,14 @@ struct sup {
     struct state *orphans;      /* left running by a supervisor that died: take them over */
     pid_t adopt_pid;            /* --adopt: the process whose place generation 1 takes */
     int adopt_pidfd;
+    char notify_dir[STATE_DIR_MAX + 16]; /* tmpdir, or one for a --trust-uid user */
+    /* The pids that took the sockets ("listeners"): only they may ask us to retire. */
+    int takers[4];
+    unsigned ntakers;
+    struct say_limit ignored_notify;
+    /* The descriptor limit we were started with, for the generations, when we raised ours. */
+    struct rlimit nofile;
+    bool nofile_raised;
     struct gen *gens;
     struct gen *current;  /* the serving generation, or NULL */
     struct gen *starting; /* the generation on trial, or NULL */

@@ -22,6 +22,18 @@
 /* How long one control exchange may take. */
 #define TOOL_ASK_TIMEOUT_S 5
 
+/* Whom the tool trusts, besides its own uid and root: --trust-uid, repeatable. */
+#define TOOL_TRUST_MAX 16
+struct trust {
+    uint32_t uids[TOOL_TRUST_MAX + 2];
+    uint32_t n; /* --trust-uid values, in uids[0..n) */
+};
+/* From now on, ask() (and the supervisor's probe) take descriptors and answers only from a
+ * peer running as our own uid, root, or one of @t's (client.c; @t must outlive the calls). */
+void trust_set(const struct trust *t);
+/* The client options that say so, with @uids (room for TOOL_TRUST_MAX + 2) as their list. */
+void trust_options(struct afdt_client_options *o, uint32_t *uids);
+
 /* ---- serve.c ---- */
 
 /* How the sockets are announced to COMMAND (they sit at 3, 4, ... whichever). */
@@ -45,6 +57,7 @@ struct serve_args {
     int64_t drain_timeout_ms;
     int stop_signal; /* how a generation is asked to finish (retired, or afdt stop) */
     enum convention convention;
+    struct trust trust;
     int adopt_pid;    /* --adopt PID, or 0 */
     int adopt_signal; /* --adopt-signal, SIGTERM by default */
     char **argv;      /* COMMAND [ARG...], NULL-terminated */
@@ -64,6 +77,10 @@ int serve_main(const struct serve_args *a);
  * -2 when nothing answers at @path, -1 on any other failure. */
 int ask(const char *path, const char *request, char *resp, size_t size, int *fd,
         struct afdt_named_fd **named, uint32_t *nnamed);
+/* The same exchange, quietly: returns 0, or -1 with *e and errno telling why (AFDT_PEER when
+ * the peer is not trusted: it was asked nothing). */
+int exchange(const char *path, const char *request, char *resp, size_t size, int *fd,
+             struct afdt_named_fd **named, uint32_t *nnamed, struct afdt_error_t *e);
 int cmd_restart(const char *control, bool wait);
 int cmd_status(const char *control, bool json);
 int cmd_stop(const char *control);
