@@ -553,7 +553,7 @@ static long soft_nofile(pid_t pid) {
     return strtol(p + strlen("Max open files"), NULL, 10);
 }
 
-TEST(a_thousand_listeners_start_at_ulimit_1024_and_the_server_gets_the_original_limit) {
+TEST(a_thousand_listeners_start_when_capped_by_descriptor_limit_1024) {
     become_subreaper();
     struct rlimit rl;
     CHECK_INT(getrlimit(RLIMIT_NOFILE, &rl), ==, 0);
@@ -589,7 +589,7 @@ TEST(a_thousand_listeners_start_at_ulimit_1024_and_the_server_gets_the_original_
     check_no_children();
 }
 
-TEST(a_descriptor_limit_too_low_says_what_to_change) {
+TEST(running_out_of_descriptors_says_what_to_change) {
     become_subreaper();
     struct sv s;
     sv_init(&s);
