@@ -93,19 +93,49 @@ static bool is_stale(const struct afdt__addr *a) {
     return true;
 }
 
+/* How long a replacer waits for another to release the lock file. */
+#define LOCK_WAIT_MS 5000
+
 /* Take the lock file beside the socket file.  It is removed when done, so a
  * waiter may end up holding a file that is no longer there: it checks, and
- * starts again on the new one. */
+ * starts again on the new one.  Only a lock file of our own uid is used (one
+ * another user made could be held for ever, and is not ours to remove), and
+ * it is waited for at most LOCK_WAIT_MS. */
 static int lock_beside(const char *lock_path, struct afdt__fail *f) {
+    struct timespec start, now, pause = {0, 20 * 1000 * 1000};
+    clock_gettime(CLOCK_MONOTONIC, &start);
     for (;;) {
         int lock = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
         if (lock < 0)
             return afdt__fail(f, AFDT_BIND, errno, "could not open the socket's lock file");
-        int r;
-        while ((r = flock(lock, LOCK_EX)) < 0 && errno == EINTR) {
-        }
         struct stat held, named;
-        if (r < 0 || fstat(lock, &held) < 0) {
+        if (fstat(lock, &held) < 0) {
+            afdt__fail(f, AFDT_BIND, errno, "could not lock the socket's lock file");
+            afdt__close(lock);
+            return -1;
+        }
+        if (held.st_uid != geteuid()) {
+            afdt__close(lock);
+            return afdt__fail(f, AFDT_BIND, EPERM,
+                              "the socket's lock file (PATH.lock) belongs to another user");
+        }
+        int r;
+        for (;;) {
+            r = flock(lock, LOCK_EX | LOCK_NB);
+            if (r < 0 && errno == EINTR)
+                continue;
+            if (r == 0 || errno != EWOULDBLOCK)
+                break;
+            clock_gettime(CLOCK_MONOTONIC, &now);
+            if ((now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000 >=
+                LOCK_WAIT_MS) {
+                afdt__close(lock);
+                return afdt__fail(f, AFDT_BIND, ETIMEDOUT,
+                                  "the socket's lock file (PATH.lock) stayed locked for 5 s");
+            }
+            nanosleep(&pause, NULL);
+        }
+        if (r < 0) {
             afdt__fail(f, AFDT_BIND, errno, "could not lock the socket's lock file");
             afdt__close(lock);
             return -1;
@@ -132,7 +162,8 @@ int afdt__listen_replacing(const struct afdt__addr *a, int flags, unsigned mode,
     fd = afdt__listen_addr(a, flags, mode, f);
     if (fd < 0 && f->op == AFDT_BIND && f->errnum == EADDRINUSE && is_stale(a)) {
         struct stat st;
-        if (lstat(a->sun.sun_path, &st) == 0 && S_ISSOCK(st.st_mode) &&
+        /* Only our own socket file is ours to remove. */
+        if (lstat(a->sun.sun_path, &st) == 0 && S_ISSOCK(st.st_mode) && st.st_uid == geteuid() &&
             unlink(a->sun.sun_path) == 0)
             fd = afdt__listen_addr(a, flags, mode, f);
     }

@@ -7,12 +7,15 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/file.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <unistd.h>
 
 #include "afdt.h"
 #include "harness.h"
+#include "helpers.h"
 
 static uint16_t local_port(int fd) {
     struct sockaddr_in a;
@@ -71,24 +74,11 @@ TEST(open_spec_udp_ipv6_and_unix) {
 }
 
 TEST(malformed_specs_fail_with_pathname_einval) {
-    const char *bad[] = {"",
-                         "tcp",
-                         "tcp:",
-                         "tcp:127.0.0.1",
-                         "tcp:1.2.3.4:x",
-                         "tcp:1.2.3.4:70000",
-                         "tcp:[::1:80",
-                         "sctp:1.2.3.4:80",
-                         "unix:",
-                         "udp:1.2.3.4:-1",
+    const char *bad[] = {"", "tcp", "tcp:", "tcp:127.0.0.1", "tcp:1.2.3.4:x", "tcp:1.2.3.4:70000",
+                         "tcp:[::1:80", "sctp:1.2.3.4:80", "unix:", "udp:1.2.3.4:-1",
                          /* Each of these bound a port once (0.0.0.0 for the empty brackets). */
-                         "tcp:127.0.0.1: 0",
-                         "tcp: 127.0.0.1:0",
-                         "tcp:127.0.0.1 x:0",
-                         "tcp:127.0.0.1:+0",
-                         "tcp:127.0.0.1:0 ",
-                         "tcp:[]:0",
-                         "udp:[]:0",
+                         "tcp:127.0.0.1: 0", "tcp: 127.0.0.1:0", "tcp:127.0.0.1 x:0",
+                         "tcp:127.0.0.1:+0", "tcp:127.0.0.1:0 ", "tcp:[]:0", "udp:[]:0",
                          "tcp:127.0.0.1:000000"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         struct afdt_error_t err = AFDT_ERROR_T_INIT;
@@ -301,4 +291,43 @@ TEST(get_listeners_refuses_a_predecessor_socket_that_does_not_match_its_spec) {
     CHECK_INT(wait_exit(pid), ==, 0);
     close(pa.ready[0]);
     close(pa.ready[1]);
+}
+
+/* Holds an exclusive flock on @arg's path for as long as it lives, as another user would. */
+static int hold_lock(void *arg) {
+    int fd = open(arg, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0 || flock(fd, LOCK_EX) < 0)
+        return 1;
+    pause();
+    return 0;
+}
+
+TEST(a_lock_file_of_another_user_fails_a_replacing_bind_at_once_and_is_left_alone) {
+    struct test_user u;
+    test_user("afdt-test-a", &u);
+    char path[128], lock[140], spec[140];
+    snprintf(path, sizeof(path), "%s", user_tmp_path(&u, "sock"));
+    snprintf(lock, sizeof(lock), "%s.lock", path);
+    snprintf(spec, sizeof(spec), "unix:%s", path);
+    int stale = afdt_listen(path, NULL); /* ours, and nobody listens: to be replaced */
+    CHECK(stale >= 0);
+    close(stale);
+    pid_t holder = spawn_as_user(&u, 0, hold_lock, lock);
+    struct stat st;
+    for (int i = 0; i < 500 && stat(lock, &st) < 0; i++)
+        sleep_ms(10);
+    sleep_ms(50);
+    struct afdt_error_t err = AFDT_ERROR_T_INIT;
+    int64_t t0 = now_ms();
+    int fd = afdt_open_spec(spec, &err); /* before: waited for ever */
+    int e = errno;
+    int64_t took = now_ms() - t0;
+    kill(holder, SIGKILL);
+    wait_exit(holder);
+    CHECK_INT(fd, <, 0);
+    CHECK_ERR(err, AFDT_NO_PHASE, AFDT_BIND, EPERM, e);
+    CHECK_INT(took, <, 2000);
+    CHECK_INT(lstat(lock, &st), ==, 0); /* not ours to remove */
+    CHECK_INT(st.st_uid, ==, u.uid);
+    unlink(path);
 }
