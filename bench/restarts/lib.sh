@@ -7,6 +7,9 @@ start_native() {
     case $1 in
     lighttpd) lighttpd -D -f "$W/lighttpd.conf" & ;;
     nginx) nginx -c "$W/nginx.conf" -g 'daemon off;' & ;;
+    # For the binary upgrade: nginx refuses USR2 unless its master is a daemon, and re-executes
+    # its argv[0], which must be a path.
+    nginx-daemon) /usr/sbin/nginx -c "$W/nginx.conf" ;;
     haproxy-sf) haproxy -D -p "$W/haproxy.pid" -f "$W/haproxy.cfg" ;;
     haproxy-mw) haproxy -W -p "$W/haproxy.pid" -f "$W/haproxy.cfg" & ;;
     haproxy) haproxy -db -f "$W/haproxy.cfg" & ;;
@@ -14,7 +17,7 @@ start_native() {
     uvicorn) $PY -m uvicorn --host 127.0.0.1 --port "$PORT" --app-dir "$W" app:asgi & ;;
     node) PORT=$PORT node "$W/server.js" & ;;
     esac >>"$W/native.log" 2>&1
-    echo $! >"$W/pid"
+    echo "${!:-}" >"$W/pid" # daemons: their pid files say
 }
 
 # The signal on which SERVER finishes what it has and exits.

@@ -8,7 +8,7 @@
 # Environment: RESTARTS (10 per scenario), RATE (requests/s per client, 4 clients), MODES
 # ("close keepalive"), OUT (docs/RESTARTS.md; empty: only print), AFDT_EXTRA (more afdt serve
 # options, e.g. --ready-timeout 1 to try an older afdt), AFDT (the afdt program; LEGACY=1 for one
-# without --stop-signal and --convention). The raw results stay in BUILD_DIR/bench-restarts.
+# without --stop-signal and --convention). The raw results stay in RESULTS (BUILD_DIR/bench-restarts).
 set -u
 BUILD=$(cd "${1:-build}" && pwd)
 ONLY=${2:-.}
@@ -41,7 +41,7 @@ done
 
 W=$(mktemp -d /tmp/afdt-restarts.XXXXXX)
 export W
-RES=$BUILD/bench-restarts
+RES=${RESULTS:-$BUILD/bench-restarts}
 rm -rf "$RES"
 mkdir -p "$RES" "$W/www"
 printf 'ok\n' >"$W/www/index.html"
@@ -162,6 +162,7 @@ start() { # SERVER METHOD
         echo $! >"$W/pid"
         ;;
     sf) start_native haproxy-sf ;;
+    upgrade) start_native nginx-daemon ;;
     mw) start_native haproxy-mw ;;
     *) start_native "$1" ;;
     esac
@@ -223,7 +224,7 @@ for mode in $MODES; do
         haproxy) scenario haproxy sf "$mode"; scenario haproxy mw "$mode" ;;
         gunicorn) scenario gunicorn hup "$mode"; scenario gunicorn usr2 "$mode" ;;
         esac
-        scenario $s naive "$mode"
+        [ "$mode" = close ] && scenario $s naive "$mode" # a refused connection is no keep-alive matter
     done
 done
 scenario rollback afdt close
