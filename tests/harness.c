@@ -10,6 +10,7 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -212,8 +213,36 @@ static int run_here(int i) {
     return 0;
 }
 
+/* End what a test left running in process groups of its own (a killed supervisor's
+ * generations outlive it, as they should): its orphans come to us, their subreaper. */
+static void end_orphans(void) {
+    char path[64], buf[4096];
+    snprintf(path, sizeof(path), "/proc/self/task/%d/children", (int)getpid());
+    for (int round = 0; round < 100; round++) {
+        bool any = false;
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        ssize_t n = fd < 0 ? -1 : read(fd, buf, sizeof(buf) - 1);
+        if (fd >= 0)
+            close(fd);
+        buf[n > 0 ? n : 0] = '\0';
+        for (char *p = buf, *end; *p; p = end) {
+            long child = strtol(p, &end, 10);
+            if (end == p)
+                break;
+            any = kill((pid_t)child, SIGKILL) == 0 || any;
+        }
+        while (waitpid(-1, NULL, WNOHANG) > 0)
+            any = true;
+        if (!any)
+            return;
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+}
+
 static int run_forked(int i, int timeout_s) {
     fflush(NULL);
+    (void)prctl(PR_SET_CHILD_SUBREAPER, 1);
     pid_t pid = fork();
     if (pid < 0) {
         perror("fork");
@@ -228,6 +257,7 @@ static int run_forked(int i, int timeout_s) {
     while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
     }
     kill(-pid, SIGKILL);
+    end_orphans();
     if (WIFEXITED(st))
         return WEXITSTATUS(st);
     fprintf(stderr, "%s: killed by signal %d%s\n", tests[i].name, WTERMSIG(st),
