@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -85,7 +86,14 @@ __attribute__((noreturn)) static void child(const struct spawn_req *r, int err_f
         struct sigaction sa;
         memset(&sa, 0, sizeof(sa));
         sa.sa_handler = SIG_DFL;
-        (void)sigaction(sig, &sa, NULL); /* SIGKILL, SIGSTOP and libc's own refuse: fine */
+        if (sigaction(sig, &sa, NULL) < 0 && sig != SIGKILL && sig != SIGSTOP) {
+            /* glibc refuses the two realtime signals it keeps for itself, but they too may have
+             * come to us ignored (GNU make passes them so), and exec keeps that: the system
+             * call resets them.  All zeros is SIG_DFL, no flags, no mask in every layout of
+             * the kernel's struct; 8 is the size of its signal set. */
+            unsigned long k[8] = {0};
+            (void)syscall(SYS_rt_sigaction, sig, k, NULL, (size_t)8);
+        }
     }
     int ef = fcntl(err_fd, F_DUPFD_CLOEXEC, (int)(3 + r->nfds)); /* above the sockets' range */
     if (ef < 0)
