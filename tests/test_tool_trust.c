@@ -424,6 +424,16 @@ TEST(another_user_can_neither_reach_nor_flood_the_notify_socket) {
     check_no_children();
 }
 
+/* Wait until "afdt status" shows @word; returns how long from @t0. */
+static int64_t status_shows(const struct sv *s, const char *word, int64_t t0) {
+    char out[8192];
+    do {
+        CHECK_INT(RUN_TOOL(out, "status", "--control", s->ctl), ==, 0);
+    } while (strstr(out, word) == NULL && now_ms() - t0 < WAIT_MS);
+    CHECK(strstr(out, word) != NULL);
+    return now_ms() - t0;
+}
+
 TEST(a_lingering_socket_sent_to_the_notify_socket_does_not_stall_the_supervisor) {
     become_subreaper();
     struct sv s;
@@ -431,19 +441,32 @@ TEST(a_lingering_socket_sent_to_the_notify_socket_does_not_stall_the_supervisor)
     SV_START(&s, "--listen", "web=tcp:127.0.0.1:0");
     char path[128];
     notify_of(gen_pid(s.ctl, 1), path, sizeof(path));
+    /* Closed without changing it: its options are the sender's too. */
     int peer, listener, sock = lingering_socket(&peer, &listener);
-    int64_t t0 = now_ms();
+    CHECK_INT(send_notify(path, "STATUS=kept", sock), ==, 0);
+    status_shows(&s, "kept", now_ms());
+    struct linger l = {0, 0};
+    socklen_t len = sizeof(l);
+    CHECK_INT(getsockopt(sock, SOL_SOCKET, SO_LINGER, &l, &len), ==, 0);
+    CHECK_INT(l.l_onoff, ==, 1);
+    CHECK_INT(l.l_linger, ==, 5);
+    l.l_onoff = 0; /* ours to change, so that our close does not wait */
+    CHECK_INT(setsockopt(sock, SOL_SOCKET, SO_LINGER, &l, sizeof(l)), ==, 0);
+    close(sock);
+    close(peer);
+    close(listener);
+
+    /* The one in the supervisor's queue is the last reference: the supervisor is stopped while
+     * it is sent and our copy closed.  Before, its close froze the loop for 5 s. */
+    sock = lingering_socket(&peer, &listener);
+    CHECK_INT(kill(s.pid, SIGSTOP), ==, 0);
     CHECK_INT(send_notify(path, "STATUS=lingering", sock), ==, 0);
-    close(sock); /* the one in flight is the last reference */
-    /* Until the supervisor has read it, and answers again. */
-    char out[8192];
-    do {
-        CHECK_INT(RUN_TOOL(out, "status", "--control", s.ctl), ==, 0);
-    } while (strstr(out, "lingering") == NULL && now_ms() - t0 < WAIT_MS);
-    int64_t t = now_ms() - t0;
+    close(sock);
+    int64_t t0 = now_ms();
+    CHECK_INT(kill(s.pid, SIGCONT), ==, 0);
+    int64_t t = status_shows(&s, "lingering", t0);
     fprintf(stderr, "the supervisor read the lingering socket and answered in %lld ms\n",
             (long long)t);
-    CHECK(strstr(out, "lingering") != NULL);
     CHECK_INT(t, <, 2500); /* the linger is 5 s */
     close(peer);
     close(listener);

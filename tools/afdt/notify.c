@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 /* sd_notify(3) datagrams, both ways. */
 #include <errno.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -69,18 +71,43 @@ static void parse(char *msg, struct notify_msg *m) {
     }
 }
 
-/* Close a descriptor that came in a notification, without blocking: a socket set to linger
- * with unsent data would make the last close() wait out its linger time, so lingering is
- * turned off first (the kernel still sends the data in the background). */
-static void drop_fd(int fd) {
-    struct linger l;
-    socklen_t len = sizeof(l);
-    if (getsockopt(fd, SOL_SOCKET, SO_LINGER, &l, &len) == 0 && l.l_onoff) {
-        l.l_onoff = 0;
-        l.l_linger = 0;
-        (void)setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
+static void *close_all(void *arg) {
+    int *fds = arg;
+    for (int i = 1; i <= fds[0]; i++)
+        close(fds[i]);
+    free(fds);
+    return NULL;
+}
+
+/* Close the @n descriptors a notification brought, without waiting and without changing them
+ * (their options are the sender's too): the last close of a socket set to linger waits out
+ * its linger time, so the closes are made by a short-lived thread of their own, which no
+ * signal reaches.  Only if it cannot start are they made here. */
+static void drop_fds(const int *fds, size_t n) {
+    if (n == 0)
+        return;
+    int *copy = malloc((n + 1) * sizeof(int));
+    if (copy) {
+        copy[0] = (int)n;
+        memcpy(copy + 1, fds, n * sizeof(int));
+        pthread_attr_t attr;
+        pthread_t t;
+        sigset_t all, old;
+        sigfillset(&all);
+        bool started = false;
+        if (pthread_attr_init(&attr) == 0) {
+            pthread_sigmask(SIG_SETMASK, &all, &old);
+            started = pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED) == 0 &&
+                      pthread_create(&t, &attr, close_all, copy) == 0;
+            pthread_sigmask(SIG_SETMASK, &old, NULL);
+            pthread_attr_destroy(&attr);
+        }
+        if (started)
+            return;
+        free(copy);
     }
-    close(fd);
+    for (size_t i = 0; i < n; i++)
+        close(fds[i]);
 }
 
 int notify_read(int fd, struct notify_msg *m) {
@@ -115,11 +142,11 @@ int notify_read(int fd, struct notify_msg *m) {
         if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
             continue;
         size_t nfds = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-        for (size_t k = 0; k < nfds; k++) {
-            int rfd;
-            memcpy(&rfd, CMSG_DATA(c) + k * sizeof(int), sizeof(int));
-            drop_fd(rfd);
-        }
+        int fds[253];
+        if (nfds > 253)
+            nfds = 253; /* SCM_MAX_FD: no more can come */
+        memcpy(fds, CMSG_DATA(c), nfds * sizeof(int));
+        drop_fds(fds, nfds);
         m->nfds += (uint32_t)nfds;
     }
     buf[n] = '\0';

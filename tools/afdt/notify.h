@@ -33,8 +33,8 @@ struct notify_msg {
  * Returns it, or -1 with errno set. */
 int notify_open(const char *path);
 /* Read one datagram from @fd into @m.  Descriptors that came with it are closed at once,
- * without blocking, whoever sent them (see drop_fd in notify.c).  Returns 1, 0 when none is
- * waiting, -1 on error. */
+ * without waiting and without changing them, whoever sent them (see drop_fds in notify.c).  Returns
+ * 1, 0 when none is waiting, -1 on error. */
 int notify_read(int fd, struct notify_msg *m);
 /* Whether @m came from this user, root, one of the @ntrusted uids of @trusted, or a process
  * of the process group @group. */
