@@ -189,7 +189,8 @@ static int read_all(struct snapshot *sn) {
             rc = snapshot_add(sn, (pid_t)pid);
     }
     closedir(d);
-    qsort(sn->all, sn->n, sizeof(*sn->all), by_pid);
+    if (sn->n > 1) /* qsort(NULL, 0) is undefined, and an empty snapshot has no array */
+        qsort(sn->all, sn->n, sizeof(*sn->all), by_pid);
     return rc;
 }
 
@@ -245,7 +246,8 @@ static void claim_cgroup(struct procs *g, struct snapshot *sn) {
             sn->all[n].ours = !g->outsider;
         sorted.all = sn->all;
     }
-    qsort(sn->all, sn->n, sizeof(*sn->all), by_pid);
+    if (sn->n > 1) /* qsort(NULL, 0) is undefined, and an empty snapshot has no array */
+        qsort(sn->all, sn->n, sizeof(*sn->all), by_pid);
     rewind(f);
     while (fscanf(f, "%d", &pid) == 1) {
         struct pinfo *p = find_pid(sn, (pid_t)pid);
