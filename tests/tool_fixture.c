@@ -115,8 +115,9 @@ pid_t start_tool(const char *log, int out_fd, const char *const *argv) {
     pid_t pid = fork();
     CHECK(pid >= 0);
     if (pid == 0) {
-        /* A failing test exits at once: what it started must not outlive it. */
-        if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
+        /* A failing test exits at once: what it started must not outlive it.  SIGTERM, for a
+         * supervisor to stop its generations (they outlive a SIGKILLed one, on purpose). */
+        if (prctl(PR_SET_PDEATHSIG, SIGTERM) < 0 || getppid() != parent)
             _exit(127);
         int fd = log ? open(log, O_WRONLY | O_CREAT | O_APPEND, 0600) : out_fd;
         if (fd < 0 || dup2(fd, 1) < 0 || dup2(fd, 2) < 0)
