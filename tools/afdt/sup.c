@@ -473,50 +473,60 @@ static void on_gen_timer(evutil_socket_t fd, short what, void *arg) {
     }
 }
 
-/* A relay for generation @id's output (relay.c): a process of its own, which outlives us, so
- * that the generation never writes into a pipe nobody reads.  @out gets the write ends for the
- * generation's stdout and stderr, or -1s: then it writes to ours, unprefixed. */
-static void start_relay(struct sup *s, int id, int out[2]) {
-    int p[2][2] = {{-1, -1}, {-1, -1}}, scratch[2];
-    char exe[] = "/proc/self/exe", cmd[] = "relay", num[16], why[256], *digits;
-    out[0] = out[1] = -1;
-    snprintf(num, sizeof(num), "%d", id);
-    char *argv[] = {exe, cmd, num, NULL};
-    char **env = NULL;
-    pid_t *more = realloc(s->relays, (s->nrelays + 1) * sizeof(*more));
+/* Pipes for a generation's stdout and stderr: @rd and @wr get their read and write ends, or -1s
+ * (then the generation writes to ours, unprefixed). */
+static void open_output(struct sup *s, int rd[2], int wr[2]) {
+    int p[2][2] = {{-1, -1}, {-1, -1}};
+    rd[0] = rd[1] = wr[0] = wr[1] = -1;
+    pid_t *more = realloc(s->relays, (s->nrelays + 1) * sizeof(*more)); /* room for its relay */
     if (more)
         s->relays = more;
-    if (more == NULL || pipe2(p[0], O_CLOEXEC) < 0 || pipe2(p[1], O_CLOEXEC) < 0 ||
-        (env = spawn_env(NULL, 0, &digits)) == NULL) {
-        snprintf(why, sizeof(why), "%s", strerror(errno));
-        goto fail;
+    if (more == NULL || pipe2(p[0], O_CLOEXEC) < 0 || pipe2(p[1], O_CLOEXEC) < 0) {
+        say("the next generation's output goes to ours unprefixed: %s", strerror(errno));
+        for (int i = 0; i < 2; i++)
+            for (int k = 0; k < 2; k++)
+                if (p[i][k] >= 0)
+                    close(p[i][k]);
+        return;
     }
-    int fds[2] = {p[0][0], p[1][0]};
-    /* Not in the generation's cgroup, nor as its user: the relay is not the generation. */
-    struct spawn_req r = {.argv = argv,
-                          .fds = fds,
-                          .scratch = scratch,
-                          .nfds = 2,
-                          .env = env,
-                          .pid_digits = digits,
-                          .cgroup_procs = -1};
-    pid_t pid = spawn_start(&r, why, sizeof(why));
-    spawn_env_free(env);
-    if (pid < 0)
-        goto fail;
-    s->relays[s->nrelays++] = pid;
-    contain_exclude(pid, true); /* no generation's process, though our child */
     for (int i = 0; i < 2; i++) {
-        close(p[i][0]);
-        out[i] = p[i][1];
+        rd[i] = p[i][0];
+        wr[i] = p[i][1];
     }
-    return;
-fail:
-    say("generation %d's output goes to ours unprefixed: no relay (%s)", id, why);
-    for (int i = 0; i < 2; i++)
-        for (int k = 0; k < 2; k++)
-            if (p[i][k] >= 0)
-                close(p[i][k]);
+}
+
+/* A relay for generation @id's output, from the read ends @rd (closed here): a process of its
+ * own (relay.c), which outlives us, so that the generation never writes into a pipe nobody
+ * reads.  Started after the generation, off the path to its readiness. */
+static void start_relay(struct sup *s, int id, int rd[2]) {
+    int scratch[2];
+    char exe[] = "/proc/self/exe", cmd[] = "relay", num[16], why[256], *digits;
+    snprintf(num, sizeof(num), "%d", id);
+    char *argv[] = {exe, cmd, num, NULL};
+    char **env = spawn_env(NULL, 0, &digits);
+    pid_t pid = -1;
+    if (env == NULL) {
+        snprintf(why, sizeof(why), "out of memory");
+    } else {
+        /* Not in the generation's cgroup, nor as its user: the relay is not the generation. */
+        struct spawn_req r = {.argv = argv,
+                              .fds = rd,
+                              .scratch = scratch,
+                              .nfds = 2,
+                              .env = env,
+                              .pid_digits = digits,
+                              .cgroup_procs = -1};
+        pid = spawn_start(&r, why, sizeof(why));
+        spawn_env_free(env);
+    }
+    if (pid > 0) {
+        s->relays[s->nrelays++] = pid; /* room made by open_output() */
+        contain_exclude(pid, true);    /* no generation's process, though our child */
+    } else {
+        say("generation %d's output has no relay (%s): what it writes there fails", id, why);
+    }
+    close(rd[0]);
+    close(rd[1]);
 }
 
 /* Reaped @pid if it was a relay's; returns whether it was. */
@@ -586,8 +596,8 @@ static struct gen *gen_start(struct sup *s, char *why, size_t size) {
         snprintf(why, size, "out of memory");
         goto fail;
     }
-    int output[2];
-    start_relay(s, g->id, output);
+    int rd[2], output[2];
+    open_output(s, rd, output);
     struct spawn_req r = {.argv = s->args->argv,
                           .nofile = s->nofile_raised ? &s->nofile : NULL,
                           .fds = s->fds,
@@ -603,6 +613,10 @@ static struct gen *gen_start(struct sup *s, char *why, size_t size) {
     for (int i = 0; i < 2; i++) /* the generation's now: the relay ends when it is gone */
         if (output[i] >= 0)
             close(output[i]);
+    if (rd[0] >= 0 && g->pid > 0)
+        start_relay(s, g->id, rd);
+    else if (rd[0] >= 0)
+        close(rd[0]), close(rd[1]);
     if (g->pid < 0) {
         g->pid = 0;
         goto fail;
