@@ -57,8 +57,8 @@ clean:
 	rm -rf $(BUILD) build-asan build-deb
 
 # Debian packages (debian/): libafdt0, libafdt-dev and afdt, built from a copy of the tree in
-# build-deb/ (where the .debs are left), then checked by lintian.  DEB_BUILD_OPTIONS=nocheck
-# skips building and running the test suite inside the package build.
+# build-deb/ (where the .debs are left), then checked by lintian.  Built with nocheck (the suite
+# is `make test`); `make deb DEB_BUILD_OPTIONS=` also builds and runs it inside the package build.
 .PHONY: deb
 deb:
 	sh scripts/deb.sh build-deb
