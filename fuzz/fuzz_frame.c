@@ -694,7 +694,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
 
     teardown();
-    int now = fuzz_fd_count();
+    int now = fuzz_settled_fd_count(baseline);
     FUZZ_CHECK(now == baseline, "%d descriptors open after the input, %d before", now, baseline);
     return 0;
 }

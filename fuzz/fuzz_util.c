@@ -6,6 +6,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,6 +59,13 @@ static int scan_fds(uint8_t *open_fds) {
 
 int fuzz_fd_count(void) {
     return scan_fds(NULL);
+}
+
+int fuzz_settled_fd_count(int want) {
+    int n;
+    for (int ms = 0; (n = fuzz_fd_count()) != want && ms < 5000; ms++)
+        poll(NULL, 0, 1);
+    return n;
 }
 
 int fuzz_free_fd(unsigned n) {

@@ -25,6 +25,9 @@ size_t script_bytes(struct script *s, uint8_t *out, size_t n);
 
 /* Descriptors open in this process. */
 int fuzz_fd_count(void);
+/* fuzz_fd_count() once it is @want, or after 5 s: the library's closer
+ * thread may still be closing what a peer sent. */
+int fuzz_settled_fd_count(int want);
 
 /* The @n-th (from 0) descriptor number not in use: with RLIMIT_NOFILE set to
  * it, the process can open exactly @n more descriptors. */

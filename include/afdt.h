@@ -11,9 +11,23 @@
  * descriptors it carries attached as SCM_RIGHTS ancillary data.
  *
  * Every descriptor the library creates or receives is close-on-exec.  No call
- * raises SIGPIPE.  There is no global mutable state: the low-level and
- * synchronous calls may run on many threads at once; an event_base and the
- * servers and clients on it belong to the thread that runs its loop.
+ * raises SIGPIPE.  The only process-wide state is the closer thread's queue
+ * (below), which is locked: the low-level and synchronous calls may run on
+ * many threads at once; an event_base and the servers and clients on it
+ * belong to the thread that runs its loop.
+ *
+ * Descriptors from a peer that the library drops (beyond a receiver's room,
+ * with a failed frame, sent with a request to a server) are closed without
+ * changing them: their options belong to the sender's copy too.  A close that
+ * could wait (a socket set to linger, a Unix socket, which may hold such a
+ * socket in flight, a file on FUSE or a network file system, a device) is
+ * made by one closer thread the library starts in the process on first need
+ * (detached, every signal blocked; a child of fork() starts its own), so the
+ * caller never waits for it; a descriptor may thus stay open a moment after
+ * the call returns.  Should that thread fail to start, or 65,536 closes wait
+ * for it, the close is made in the caller's thread.  A close that waits for a
+ * FUSE server which never answers holds that thread (and the process's exit)
+ * until the server ends.
  */
 #ifndef AFDT_H
 #define AFDT_H

@@ -70,26 +70,6 @@ void afdt__close(int fd) {
     errno = saved;
 }
 
-void afdt__discard(int fd) {
-    int saved = errno;
-    struct linger l;
-    socklen_t len = sizeof(l);
-    if (getsockopt(fd, SOL_SOCKET, SO_LINGER, &l, &len) == 0 && l.l_onoff) {
-        l.l_onoff = 0;
-        l.l_linger = 0;
-        (void)setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
-    }
-    errno = saved;
-    afdt__close(fd);
-}
-
-void afdt__discard_all(int *fds, uint32_t n) {
-    for (uint32_t i = 0; i < n; i++) {
-        afdt__discard(fds[i]);
-        fds[i] = -1;
-    }
-}
-
 int64_t afdt__now_us(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

@@ -37,11 +37,14 @@ AFDT_HIDDEN int afdt__report(struct afdt_error_t *err, enum afdt_phase phase,
  * even when close reports EINTR). */
 AFDT_HIDDEN void afdt__close(int fd);
 
-/* Close a descriptor that came from a peer.  A socket set to linger
- * (SO_LINGER with a time) makes close() wait out its unsent data when ours is
- * the last reference, so a peer could stall us for as long as it liked:
- * lingering is turned off first (the kernel still sends the data in the
- * background). */
+/* --- closer.c: descriptors from a peer ------------------------------------ */
+
+/* Close a descriptor that came from a peer (@fd < 0: nothing) without
+ * changing it (its options are the sender's too) and without waiting: a
+ * close that could wait (a lingering socket, a Unix socket, a file on FUSE
+ * or a network file system, a device) is handed to the process's closer
+ * thread; when that thread cannot be started or its queue is full, the close
+ * is made here after all.  errno is kept. */
 AFDT_HIDDEN void afdt__discard(int fd);
 
 /* afdt__discard @n descriptors of @fds and set them to -1. */

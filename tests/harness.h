@@ -70,6 +70,15 @@ __attribute__((noreturn)) void harness_skip(const char *why);
 int fd_count(void);
 /* This test's private directory (created on first use, removed with what it holds at exit). */
 const char *tmp_dir(void);
+/* fd_count(), once it is @want or after 5 s: descriptors from a peer that the
+ * library closes in its closer thread may take a moment to go. */
+int settled_fd_count(int want);
+/* Check that @want descriptors are open, allowing the closer that moment. */
+#define CHECK_FD_COUNT(want)                                                                       \
+    do {                                                                                           \
+        int want_ = (want);                                                                        \
+        CHECK_INT(settled_fd_count(want_), ==, want_);                                             \
+    } while (0)
 /* A fresh socket path in this test's private directory (removed at exit). */
 const char *tmp_path(const char *tag);
 /* Whether two descriptors refer to the same open file (same dev and inode). */

@@ -309,7 +309,7 @@ TEST(client_exchange_with_server_in_same_loop) {
     CHECK_INT(s.req_len, ==, 4);
     CHECK_MEM(s.req, "ping", 4);
     close(r.fd);
-    CHECK_INT(fd_count(), ==, before);
+    CHECK_FD_COUNT(before);
     CHECK_INT(afdt_close_server(s.handle), ==, 0);
     CHECK_INT(event_base_dispatch(eb), ==, 1);
     event_base_free(eb);
@@ -356,7 +356,7 @@ TEST(client_exchange_with_server_in_forked_process) {
     CHECK(same_file(r.fd, tok[0]));
     CHECK(is_cloexec(r.fd));
     close(r.fd);
-    CHECK_INT(fd_count(), ==, before);
+    CHECK_FD_COUNT(before);
     event_base_free(eb);
     kill_server(pid);
     close_token(tok);
@@ -430,7 +430,7 @@ TEST(client_response_without_descriptor_gives_negative_fd) {
     CHECK_INT(r.responses, ==, 1);
     CHECK_INT(r.fd, <, 0);
     CHECK_INT(r.len, ==, 5);
-    CHECK_INT(fd_count(), ==, before);
+    CHECK_FD_COUNT(before);
     CHECK_INT(afdt_close_server(s.handle), ==, 0);
     event_base_dispatch(eb);
     event_base_free(eb);
@@ -540,13 +540,13 @@ TEST(client_response_handler_owns_received_descriptor) {
      * descriptor is still open and still the same pipe. */
     run_for_ms(eb, 50);
     CHECK(same_file(o.r.fd, tok[1]));
-    CHECK_INT(fd_count(), ==, before + 1);
+    CHECK_FD_COUNT(before + 1);
     CHECK_INT(write(o.r.fd, "w", 1), ==, 1);
     char c = 0;
     CHECK_INT(read(tok[0], &c, 1), ==, 1);
     CHECK_INT(c, ==, 'w');
     close(o.r.fd);
-    CHECK_INT(fd_count(), ==, before);
+    CHECK_FD_COUNT(before);
     CHECK_INT(afdt_close_server(s.handle), ==, 0);
     event_base_dispatch(eb);
     event_base_free(eb);
@@ -570,11 +570,11 @@ TEST(client_sockets_are_close_on_exec) {
                                  reply_on_error, &to, &r),
               >=, 0);
     /* The client's socket is open now, waiting for an answer. */
-    CHECK_INT(fd_count(), ==, before + 1);
+    CHECK_FD_COUNT(before + 1);
     CHECK_INT(count_inheritable(), ==, inheritable);
     wait_reply(&r);
     CHECK_INT(r.errors, ==, 1);
-    CHECK_INT(fd_count(), ==, before);
+    CHECK_FD_COUNT(before);
     close(ln);
     event_base_free(eb);
 }
@@ -600,7 +600,7 @@ TEST(client_missing_server_reports_connect_enoent_inside_create_client) {
     CHECK_INT(r.errors, ==, 1);
     CHECK_ERR(r.err, AFDT_CREATE_CLIENT, AFDT_CONNECT, ENOENT, r.err_errno);
     CHECK_INT(strlen(r.err.message), <, 1000); /* the message outlives the call */
-    CHECK_INT(fd_count(), ==, before);
+    CHECK_FD_COUNT(before);
     /* Nothing was left in the loop. */
     CHECK_INT(event_base_dispatch(eb), ==, 1);
     CHECK_INT(r.calls, ==, 1);
@@ -626,7 +626,7 @@ TEST(client_stale_socket_file_reports_connect_econnrefused) {
     CHECK_INT(e, ==, ECONNREFUSED);
     CHECK_INT(r.calls, ==, 1);
     CHECK_ERR(r.err, AFDT_CREATE_CLIENT, AFDT_CONNECT, ECONNREFUSED, r.err_errno);
-    CHECK_INT(fd_count(), ==, before);
+    CHECK_FD_COUNT(before);
     event_base_free(eb);
 }
 
@@ -646,7 +646,7 @@ TEST(client_request_longer_than_msglen_reports_format_inside_create_client) {
     CHECK_INT(e, ==, 0);
     CHECK_INT(r.calls, ==, 1);
     CHECK_ERR(r.err, AFDT_CREATE_CLIENT, AFDT_FORMAT, 0, r.err_errno);
-    CHECK_INT(fd_count(), ==, before);
+    CHECK_FD_COUNT(before);
     CHECK_INT(afdt_create_client(s.path, eb, req, UINT32_MAX, reply_on_response, reply_on_error,
                                  &five_s, &r),
               <, 0);
@@ -721,7 +721,7 @@ TEST(client_times_out_on_silent_server) {
     CHECK_ERR(r.err, AFDT_HANDLE_RESPONSE, AFDT_TIMEOUT, ETIMEDOUT, r.err_errno);
     CHECK_INT(strlen(r.err.message), <, 1000); /* the message outlives the call */
     CHECK_INT(elapsed, >=, 300);
-    CHECK_INT(fd_count(), ==, before);
+    CHECK_FD_COUNT(before);
     event_base_free(eb);
     peer_stop(&p, pid);
 }
@@ -745,7 +745,7 @@ TEST(client_calls_error_handler_once_and_ignores_response_after_timeout) {
     CHECK_INT(r.errors, ==, 1);
     CHECK_INT(r.responses, ==, 0);
     CHECK_ERR(r.err, AFDT_HANDLE_RESPONSE, AFDT_TIMEOUT, ETIMEDOUT, r.err_errno);
-    CHECK_INT(fd_count(), ==, before);
+    CHECK_FD_COUNT(before);
     event_base_free(eb);
     peer_stop(&p, pid);
 }
@@ -790,7 +790,7 @@ TEST(client_timeout_covers_connect_to_full_backlog_without_blocking_loop) {
     CHECK_INT(elapsed, >=, 500);
     /* The loop kept turning while the client waited (about 50 ticks). */
     CHECK_INT(ticks, >=, 10);
-    CHECK_INT(fd_count(), ==, before);
+    CHECK_FD_COUNT(before);
 
     event_free(ticker);
     for (int i = 0; i < nfill; i++)
@@ -861,7 +861,7 @@ TEST(client_reports_connect_error_once_when_listener_goes_away_during_retry) {
     CHECK_INT(r.errors, ==, 1);
     CHECK_INT(r.err.operation, ==, AFDT_CONNECT);
     CHECK_INT(r.err_errno, ==, ECONNREFUSED);
-    CHECK_INT(fd_count(), ==, before - 1); /* the listener is gone, the client's socket too */
+    CHECK_FD_COUNT(before - 1); /* the listener is gone, the client's socket too */
     for (int i = 0; i < nfill; i++)
         close(fill[i]);
     event_base_free(eb);
@@ -1033,7 +1033,7 @@ TEST(client_hundred_clients_in_flight_are_all_answered) {
         close(f.r[i].fd);
     }
     CHECK_INT(s.requests, ==, 100);
-    CHECK_INT(fd_count(), ==, before);
+    CHECK_FD_COUNT(before);
     CHECK_INT(afdt_close_server(s.handle), ==, 0);
     CHECK_INT(event_base_dispatch(eb), ==, 1);
     event_base_free(eb);
@@ -1146,7 +1146,7 @@ TEST(client_error_handler_can_start_a_new_client) {
     CHECK_INT(fb.r.errors, ==, 2);
     CHECK_INT(fb.r.responses, ==, 1);
     CHECK_MEM(fb.r.buf, "third time", 10);
-    CHECK_INT(fd_count(), ==, before);
+    CHECK_FD_COUNT(before);
     CHECK_INT(afdt_close_server(s.handle), ==, 0);
     event_base_dispatch(fb.eb);
     close(ln);
@@ -1168,17 +1168,17 @@ TEST(client_error_paths_leave_descriptor_count_unchanged) {
     CHECK_INT(afdt_create_client(tmp_path("missing"), eb, (const uint8_t *)"q", 1,
                                  reply_on_response, reply_on_error, &to, &r),
               <, 0);
-    CHECK_INT(fd_count(), ==, before);
+    CHECK_FD_COUNT(before);
     static uint8_t big[AFDT_MSGLEN + 1];
     CHECK_INT(afdt_create_client(tmp_path("big"), eb, big, sizeof(big), reply_on_response,
                                  reply_on_error, &to, &r),
               <, 0);
-    CHECK_INT(fd_count(), ==, before);
+    CHECK_FD_COUNT(before);
     CHECK_INT(afdt_create_client("", eb, (const uint8_t *)"q", 1, reply_on_response, reply_on_error,
                                  &to, &r),
               <, 0);
     CHECK_INT(r.errors, ==, 3);
-    CHECK_INT(fd_count(), ==, before);
+    CHECK_FD_COUNT(before);
 
     /* A timeout while connecting and one while waiting for the answer. */
     const char *full = tmp_path("full");
@@ -1192,7 +1192,7 @@ TEST(client_error_paths_leave_descriptor_count_unchanged) {
               >=, 0);
     wait_reply(&r);
     CHECK_INT(r.err.operation, ==, AFDT_TIMEOUT);
-    CHECK_INT(fd_count(), ==, with_fill);
+    CHECK_FD_COUNT(with_fill);
     for (int i = 0; i < nfill; i++)
         close(fill[i]);
     close(ln);
@@ -1206,7 +1206,7 @@ TEST(client_error_paths_leave_descriptor_count_unchanged) {
     wait_reply(&r);
     CHECK_INT(r.err.operation, ==, AFDT_TIMEOUT);
     close(ln);
-    CHECK_INT(fd_count(), ==, before);
+    CHECK_FD_COUNT(before);
     event_base_free(eb);
 }
 
@@ -1283,12 +1283,12 @@ static void check_every_outcome(bool busy) {
             CHECK_INT(r.len, ==, strlen(cases[i].answer));
             CHECK_MEM(r.buf, cases[i].answer, r.len);
             CHECK(same_file(r.fd, p.tok[0]));
-            CHECK_INT(fd_count(), ==, before + 1); /* that one alone arrived */
+            CHECK_FD_COUNT(before + 1); /* that one alone arrived */
             close(r.fd);
         } else {
             CHECK_ERR(r.err, AFDT_HANDLE_RESPONSE, cases[i].op, cases[i].eno, r.err_errno);
         }
-        CHECK_INT(fd_count(), ==, before);
+        CHECK_FD_COUNT(before);
         event_base_free(eb);
         peer_stop(&p, pid);
     }

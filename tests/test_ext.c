@@ -110,7 +110,7 @@ static void limit_headroom(int room) {
             break;
         }
     }
-    CHECK_INT(fd_count(), ==, top + 1);
+    CHECK_FD_COUNT(top + 1);
     struct rlimit rl;
     CHECK_INT(getrlimit(RLIMIT_NOFILE, &rl), ==, 0);
     rl.rlim_cur = (rlim_t)(top + 1 + room);
@@ -459,7 +459,7 @@ TEST(fds_msg_round_trips_0_1_and_253_descriptors) {
         CHECK_INT(len, ==, strlen(msg));
         CHECK_MEM(buf, msg, len);
         CHECK_INT(cap, ==, n);
-        CHECK_INT(fd_count(), ==, before + (int)n);
+        CHECK_FD_COUNT(before + (int)n);
         for (uint32_t i = 0; i < n; i++) {
             CHECK(got[i] != sent[i]);
             CHECK(same_file(got[i], sent[i]));
@@ -514,7 +514,7 @@ TEST(fds_msg_over_capacity_fails_emsgsize_closes_all_and_stays_in_step) {
     CHECK_ERR(err, AFDT_NO_PHASE, AFDT_FORMAT, EMSGSIZE, e);
     CHECK_INT(cap, ==, 0);
     CHECK_INT(len, <=, sizeof(buf));
-    CHECK_INT(fd_count(), ==, before);
+    CHECK_FD_COUNT(before);
 
     /* The failed frame was consumed whole: the next one reads cleanly. */
     len = sizeof(buf);
@@ -549,7 +549,7 @@ TEST(fd_msg_compat_receiver_gets_first_of_five_and_the_rest_are_closed) {
     CHECK_MEM(buf, "five", 4);
     CHECK(same_file(fd, sent[0]));
     CHECK(is_cloexec(fd));
-    CHECK_INT(fd_count(), ==, before + 1);
+    CHECK_FD_COUNT(before + 1);
     close(fd);
 
     len = sizeof(buf);
@@ -575,7 +575,7 @@ static int recv_ten_with_room_for_two(void *arg) {
     int e = errno;
     CHECK_ERR(err, AFDT_NO_PHASE, AFDT_RECVMSG, EMFILE, e);
     CHECK_INT(cap, ==, 0);
-    CHECK_INT(fd_count(), ==, before);
+    CHECK_FD_COUNT(before);
     return 0;
 }
 
@@ -606,7 +606,7 @@ static int recv_named_ten_with_room_for_five(void *arg) {
     CHECK_ERR(err, AFDT_NO_PHASE, AFDT_RECVMSG, EMFILE, e);
     CHECK(set == (void *)&before);
     CHECK_INT(n, ==, 77);
-    CHECK_INT(fd_count(), ==, before);
+    CHECK_FD_COUNT(before);
     /* "Before any arrives": the first data frame is still unread. */
     uint32_t hdr = 0;
     CHECK_INT(recv(sock, &hdr, sizeof(hdr), MSG_PEEK | MSG_DONTWAIT), ==, sizeof(hdr));
@@ -802,7 +802,7 @@ static int ask_for_hundred_ex(void *arg) {
     CHECK_INT(nfds, ==, 100);
     CHECK(named == NULL);
     CHECK_INT(nnamed, ==, 0);
-    CHECK_INT(fd_count(), ==, before + 100);
+    CHECK_FD_COUNT(before + 100);
     for (int i = 0; i < 100; i++) {
         CHECK(same_file(fds[i], hundred[i]));
         CHECK(is_cloexec(fds[i]));
@@ -862,7 +862,7 @@ static int ask_compat_for_many(void *arg) {
     CHECK_MEM(resp, "hundred", 7);
     CHECK(same_file(fd, hundred[0]));
     CHECK(is_cloexec(fd));
-    CHECK_INT(fd_count(), ==, before + 1);
+    CHECK_FD_COUNT(before + 1);
     close(fd);
     return 0;
 }
@@ -882,7 +882,7 @@ TEST(compat_clients_get_the_first_of_many_descriptors_and_leak_nothing) {
     CHECK(same_file(C.fd, hundred[0]));
     CHECK(is_cloexec(C.fd));
     run_loop(eb, 50); /* let the server finish its side */
-    CHECK_INT(fd_count(), ==, before + 1);
+    CHECK_FD_COUNT(before + 1);
     close(C.fd);
     CHECK_INT(S.posts, ==, 2);
     CHECK_INT(S.errors, ==, 0);
@@ -1064,7 +1064,7 @@ static int ask_for_hundred_with_room_for_ten(void *arg) {
     int e = errno;
     CHECK_ERR(err, AFDT_NO_PHASE, AFDT_FORMAT, EMSGSIZE, e);
     CHECK_INT(len, <=, sizeof(resp));
-    CHECK_INT(fd_count(), ==, before);
+    CHECK_FD_COUNT(before);
     return 0;
 }
 
@@ -1350,7 +1350,7 @@ TEST(named_set_round_trips_0_1_and_300_descriptors) {
         CHECK_MEM(content, "set content", 11);
         CHECK_INT(got_n, ==, n);
         CHECK(got != NULL || n == 0);
-        CHECK_INT(fd_count(), ==, before + (int)n);
+        CHECK_FD_COUNT(before + (int)n);
         for (uint32_t i = 0; i < n; i++) {
             CHECK_STR(got[i].name, set[i].name);
             CHECK(same_file(got[i].fd, set[i].fd));
@@ -1363,7 +1363,7 @@ TEST(named_set_round_trips_0_1_and_300_descriptors) {
         CHECK_INT(afdt_named_fds_find(got, n, "no such name"), ==, -1);
         CHECK_INT(afdt_named_fds_find(NULL, 0, "x"), ==, -1);
         afdt_named_fds_free(got, n, 1);
-        CHECK_INT(fd_count(), ==, before);
+        CHECK_FD_COUNT(before);
         for (uint32_t i = 0; i < n; i++)
             close(set[i].fd);
         free(set);
@@ -1419,7 +1419,7 @@ TEST(named_set_of_10000_descriptors_round_trips) {
     CHECK_INT(afdt_recv_named_fds(sv[1], NULL, &len, &got, &n, &err), ==, 0);
     CHECK_INT(wait_exit(pid), ==, 0);
     CHECK_INT(n, ==, 10000);
-    CHECK_INT(fd_count(), ==, before + 10000);
+    CHECK_FD_COUNT(before + 10000);
     for (uint32_t i = 0; i < n; i++) {
         char want[16];
         snprintf(want, sizeof(want), "svc-%05u", i);
@@ -1429,7 +1429,7 @@ TEST(named_set_of_10000_descriptors_round_trips) {
     }
     CHECK(afdt_named_fds_find(got, n, "svc-09999") == got[9999].fd);
     afdt_named_fds_free(got, n, 1);
-    CHECK_INT(fd_count(), ==, before);
+    CHECK_FD_COUNT(before);
     close(sv[1]);
 }
 
@@ -1566,7 +1566,7 @@ static void expect_named_failure(int sock, uint32_t cap, enum afdt_operation op,
     CHECK_ERR(err, AFDT_NO_PHASE, op, eno, e);
     CHECK(set == (void *)&before);
     CHECK_INT(n, ==, 77);
-    CHECK_INT(fd_count(), ==, before);
+    CHECK_FD_COUNT(before);
 }
 
 TEST(named_set_receiver_rejects_garbage_and_leaks_nothing) {
@@ -1678,7 +1678,7 @@ TEST(extended_clients_time_out_inside_a_named_set_without_leak) {
     int e = errno;
     CHECK_ERR(err, AFDT_NO_PHASE, AFDT_TIMEOUT, ETIMEDOUT, e);
     CHECK(named == (void *)&before);
-    CHECK_INT(fd_count(), ==, before);
+    CHECK_FD_COUNT(before);
 
     struct event_base *eb = event_base_new();
     memset(&C, 0, sizeof(C));
@@ -1690,7 +1690,7 @@ TEST(extended_clients_time_out_inside_a_named_set_without_leak) {
     CHECK_ERR(C.err, AFDT_HANDLE_RESPONSE, AFDT_TIMEOUT, ETIMEDOUT, C.err_errno);
     drain(eb);
     event_base_free(eb);
-    CHECK_INT(fd_count(), ==, before);
+    CHECK_FD_COUNT(before);
     CHECK_INT(wait_exit(pid), ==, 0);
     close(lfd);
     unlink(p);
@@ -1724,14 +1724,14 @@ static int ask_for_10000_named(void *arg) {
     CHECK_MEM(resp, "named", 5);
     CHECK_INT(nfds, ==, 0);
     CHECK_INT(nnamed, ==, 10000);
-    CHECK_INT(fd_count(), ==, before + 10000);
+    CHECK_FD_COUNT(before + 10000);
     for (uint32_t i = 0; i < nnamed; i++) {
         CHECK_STR(named[i].name, big_set[i].name);
         check_tag(named[i].fd, big_set[i].name);
         CHECK(is_cloexec(named[i].fd));
     }
     afdt_named_fds_free(named, nnamed, 1);
-    CHECK_INT(fd_count(), ==, before);
+    CHECK_FD_COUNT(before);
     return 0;
 }
 
@@ -1805,7 +1805,7 @@ static void named_set_reaches_async_client_ex(bool busy) {
         CHECK(is_cloexec(C.named[i].fd));
     }
     CHECK(run_until(eb, &S.posts, 1, 3000));
-    CHECK_INT(fd_count(), ==, before + (int)n);
+    CHECK_FD_COUNT(before + (int)n);
     afdt_named_fds_free(C.named, C.nnamed, 1);
     CHECK_INT(S.errors, ==, 0);
     stop(eb, h);
@@ -1879,7 +1879,7 @@ static int ask_for_named_without_room(void *arg) {
                                   NULL, &tv, &err),
               <, 0);
     CHECK_STR(afdt_operation_str(err.operation), "AFDT_FORMAT");
-    CHECK_INT(fd_count(), ==, before);
+    CHECK_FD_COUNT(before);
     return 0;
 }
 

@@ -240,7 +240,7 @@ TEST(server_sends_no_descriptor_when_request_handler_returns_negative) {
     CHECK_MEM(r.buf, "nothing for you", 15);
     CHECK_INT(s.posts, ==, 1);
     CHECK_INT(s.post_fd, <, 0);
-    CHECK_INT(fd_count(), ==, before);
+    CHECK_FD_COUNT(before);
     /* Any negative value means "none", not only -1. */
     s.fd_to_send = -42;
     exchange(&s, "y", 1, &r);
@@ -407,7 +407,7 @@ TEST(server_afdt_no_post_does_nothing) {
     afdt_no_post((const uint8_t *)"r", 1, (const uint8_t *)"s", 1, 0, &before);
     /* It must not have closed the descriptor it was shown. */
     CHECK(fd_is_open(0));
-    CHECK_INT(fd_count(), ==, before);
+    CHECK_FD_COUNT(before);
 }
 
 TEST(server_never_closes_descriptor_returned_by_request_handler) {
@@ -589,7 +589,7 @@ TEST(server_close_lets_accepted_exchange_in_progress_complete) {
     CHECK_INT(p.a_sock, >=, 0);
     int before = fd_count();
     loop_nonblock(eb);
-    CHECK_INT(fd_count(), ==, before + 1); /* the server's end of A */
+    CHECK_FD_COUNT(before + 1); /* the server's end of A */
     CHECK_INT(p.s.requests, ==, 0);
 
     /* Client B's request closes the server; then A sends its request. */
@@ -626,7 +626,7 @@ TEST(server_refuses_connections_after_close) {
     CHECK_INT(r.responses, ==, 1);
     int before = fd_count();
     srv_close(&s);
-    CHECK_INT(fd_count(), ==, before - 1); /* the listening socket */
+    CHECK_FD_COUNT(before - 1); /* the listening socket */
     /* With no exchange left the server holds nothing: dispatch returns now. */
     CHECK_INT(event_base_dispatch(eb), ==, 1);
     struct afdt_error_t err = AFDT_ERROR_T_INIT;
@@ -710,7 +710,7 @@ TEST(server_create_on_existing_regular_file_fails_and_keeps_the_file) {
     CHECK_INT(e, ==, EADDRINUSE);
     CHECK_INT(s.errors, ==, 1);
     CHECK_ERR(s.err, AFDT_CREATE_SERVER, AFDT_BIND, EADDRINUSE, s.err_errno);
-    CHECK_INT(fd_count(), ==, before);
+    CHECK_FD_COUNT(before);
     struct stat st;
     CHECK_INT(stat(s.path, &st), ==, 0);
     CHECK(S_ISREG(st.st_mode));
@@ -735,7 +735,7 @@ TEST(server_create_with_too_long_path_fails_with_afdt_pathname) {
     CHECK_INT(e, ==, ENAMETOOLONG);
     CHECK_INT(s.errors, ==, 1);
     CHECK_ERR(s.err, AFDT_CREATE_SERVER, AFDT_PATHNAME, ENAMETOOLONG, s.err_errno);
-    CHECK_INT(fd_count(), ==, before);
+    CHECK_FD_COUNT(before);
     CHECK_INT(event_base_dispatch(eb), ==, 1);
     event_base_free(eb);
 }
@@ -753,7 +753,7 @@ TEST(server_create_in_missing_directory_fails_with_bind_enoent) {
     CHECK_INT(s.errors, ==, 1);
     CHECK_ERR(s.err, AFDT_CREATE_SERVER, AFDT_BIND, ENOENT, s.err_errno);
     CHECK_INT(strlen(s.err.message), <, 1000); /* the message outlives the call */
-    CHECK_INT(fd_count(), ==, before);
+    CHECK_FD_COUNT(before);
     event_base_free(eb);
 }
 
@@ -838,7 +838,7 @@ TEST(server_sockets_are_close_on_exec) {
     CHECK_INT(
         afdt_create_server(p.s.path, eb, probe_request, on_post, on_srv_error, &p.s.handle, &p), ==,
         0);
-    CHECK_INT(fd_count(), ==, before + 1);           /* the listening socket... */
+    CHECK_FD_COUNT(before + 1);                      /* the listening socket... */
     CHECK_INT(count_inheritable(), ==, inheritable); /* ...is close-on-exec */
     /* A raw blocking client, so that only the server's accepted socket is new
      * while the request handler runs. */
@@ -898,7 +898,7 @@ TEST(server_reports_bad_descriptor_from_request_handler_and_keeps_serving) {
     /* The client sees the connection close without an answer. */
     CHECK_INT(r.errors, ==, 1);
     CHECK_INT(r.err.phase, ==, AFDT_HANDLE_RESPONSE);
-    CHECK_INT(fd_count(), ==, before);
+    CHECK_FD_COUNT(before);
     check_still_serving(&s, tok[0]);
     CHECK_INT(s.errors, ==, 1);
     srv_close(&s);
@@ -925,7 +925,7 @@ TEST(server_reports_oversized_response_length_and_keeps_serving) {
         CHECK_ERR(s.err, AFDT_HANDLE_REQUEST, AFDT_FORMAT, 0, s.err_errno);
         CHECK_INT(s.posts, ==, 0);
         CHECK_INT(r.errors, ==, 1);
-        CHECK_INT(fd_count(), ==, before);
+        CHECK_FD_COUNT(before);
         /* The descriptor the handler returned is still the caller's. */
         CHECK(fd_is_open(tok[0]));
     }
@@ -981,7 +981,7 @@ TEST(server_survives_client_that_hangs_up_without_request) {
         event_base_loop(eb, EVLOOP_ONCE);
     CHECK_INT(s.requests, ==, 0);
     CHECK_ERR(s.err, AFDT_HANDLE_REQUEST, AFDT_RECVMSG, 0, s.err_errno);
-    CHECK_INT(fd_count(), ==, before);
+    CHECK_FD_COUNT(before);
     check_still_serving(&s, tok[0]);
     srv_close(&s);
     event_base_dispatch(eb);
@@ -1006,7 +1006,7 @@ TEST(server_reports_oversized_request_frame_and_keeps_serving) {
     CHECK_INT(s.requests, ==, 0);
     CHECK_ERR(s.err, AFDT_HANDLE_REQUEST, AFDT_FORMAT, 0, s.err_errno);
     close(c);
-    CHECK_INT(fd_count(), ==, before);
+    CHECK_FD_COUNT(before);
     check_still_serving(&s, tok[0]);
     srv_close(&s);
     event_base_dispatch(eb);
@@ -1038,7 +1038,7 @@ TEST(server_closes_descriptors_sent_with_request_and_answers_it) {
     CHECK_MEM(buf, "answered", 8);
     CHECK_INT(fd, <, 0);
     /* Both descriptors that arrived at the server are closed again. */
-    CHECK_INT(fd_count(), ==, before);
+    CHECK_FD_COUNT(before);
     close(c);
     srv_close(&s);
     event_base_dispatch(eb);
@@ -1313,7 +1313,7 @@ TEST(server_handles_1000_sequential_exchanges_with_flat_descriptor_count) {
     CHECK_INT(q.fds_at[0], ==, before + 1);
     CHECK_INT(q.fds_at[1], ==, before + 1);
     CHECK_INT(q.fds_at[2], ==, before + 1);
-    CHECK_INT(fd_count(), ==, before);
+    CHECK_FD_COUNT(before);
     srv_close(&q.s);
     event_base_dispatch(eb);
     event_base_free(eb);

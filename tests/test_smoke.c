@@ -57,7 +57,7 @@ TEST(smoke_async_exchange_in_one_loop) {
     event_base_dispatch(eb);
     event_base_free(eb);
     close(devnull_fd);
-    CHECK_INT(fd_count(), ==, before);
+    CHECK_FD_COUNT(before);
 }
 
 struct forked_server {
@@ -103,5 +103,5 @@ TEST(smoke_sync_client_against_forked_server) {
     close(ready[0]);
     close(ready[1]);
     close(devnull_fd);
-    CHECK_INT(fd_count(), ==, before);
+    CHECK_FD_COUNT(before);
 }

@@ -165,7 +165,7 @@ TEST(sync_client_receives_the_response_and_a_close_on_exec_descriptor) {
     CHECK(is_cloexec(fd));
     check_file_contents(fd, "server file");
     /* The received descriptor is the only one the call left open. */
-    CHECK_INT(fd_count(), ==, before + 1);
+    CHECK_FD_COUNT(before + 1);
     close(fd);
     stop_server(pid);
 }
@@ -229,7 +229,7 @@ TEST(sync_client_reports_minus_one_when_the_server_sends_no_descriptor) {
     CHECK_INT(fd, ==, -1);
     CHECK_INT(len, ==, 4);
     CHECK_MEM(resp, "nofd", 4);
-    CHECK_INT(fd_count(), ==, before);
+    CHECK_FD_COUNT(before);
     stop_server(pid);
 }
 
@@ -361,7 +361,7 @@ TEST(sync_client_reassembles_a_response_dribbled_byte_by_byte) {
     CHECK_MEM(resp, "dribble", 7);
     check_file_contents(fd, "dribbled");
     CHECK(is_cloexec(fd));
-    CHECK_INT(fd_count(), ==, before + 1);
+    CHECK_FD_COUNT(before + 1);
     close(fd);
     CHECK_INT(wait_exit(pid), ==, 0);
     close(l);
@@ -386,7 +386,7 @@ TEST(sync_client_response_longer_than_the_buffer_fails_with_format_and_leaks_not
     CHECK_INT(len, <=, 10);
     for (size_t i = 10; i < sizeof(resp); i++)
         CHECK_INT(resp[i], ==, '#');
-    CHECK_INT(fd_count(), ==, before);
+    CHECK_FD_COUNT(before);
 
     /* A zero-sized NULL buffer is too small for any payload. */
     len = 0;
@@ -397,7 +397,7 @@ TEST(sync_client_response_longer_than_the_buffer_fails_with_format_and_leaks_not
     CHECK_ERR(err, AFDT_NO_PHASE, AFDT_FORMAT, 0, e);
     CHECK_INT(fd, ==, -1);
     CHECK_INT(len, ==, 0);
-    CHECK_INT(fd_count(), ==, before);
+    CHECK_FD_COUNT(before);
     stop_server(pid);
 }
 
@@ -418,7 +418,7 @@ static void expect_timeout(const char *path, struct timeval tv, int64_t ms) {
     CHECK_INT(took, <, 10 * ms);
     CHECK_INT(fd, ==, -1);
     CHECK_INT(len, <=, sizeof(resp));
-    CHECK_INT(fd_count(), ==, before);
+    CHECK_FD_COUNT(before);
 }
 
 TEST(sync_client_times_out_on_a_server_that_never_accepts) {
@@ -503,7 +503,7 @@ TEST(sync_client_to_a_missing_path_fails_with_connect_enoent) {
     CHECK_ERR(err, AFDT_NO_PHASE, AFDT_CONNECT, ENOENT, e);
     CHECK_INT(fd, ==, -1);
     CHECK_INT(len, <=, sizeof(resp));
-    CHECK_INT(fd_count(), ==, before);
+    CHECK_FD_COUNT(before);
     /* Without a timeout the answer is the same, at once. */
     err = AFDT_ERROR_T_INIT;
     CHECK_INT(
@@ -511,7 +511,7 @@ TEST(sync_client_to_a_missing_path_fails_with_connect_enoent) {
         <, 0);
     e = errno;
     CHECK_ERR(err, AFDT_NO_PHASE, AFDT_CONNECT, ENOENT, e);
-    CHECK_INT(fd_count(), ==, before);
+    CHECK_FD_COUNT(before);
 }
 
 TEST(sync_client_to_a_stale_socket_file_fails_with_connect_econnrefused) {
@@ -531,7 +531,7 @@ TEST(sync_client_to_a_stale_socket_file_fails_with_connect_econnrefused) {
     int e = errno;
     CHECK_ERR(err, AFDT_NO_PHASE, AFDT_CONNECT, ECONNREFUSED, e);
     CHECK_INT(fd, ==, -1);
-    CHECK_INT(fd_count(), ==, before);
+    CHECK_FD_COUNT(before);
 }
 
 static int close_without_answering(void *arg) {
@@ -558,7 +558,7 @@ TEST(sync_client_fails_with_recvmsg_when_the_server_closes_without_answering) {
     CHECK_ERR(err, AFDT_NO_PHASE, AFDT_RECVMSG, 0, e);
     CHECK_INT(fd, ==, -1);
     CHECK_INT(len, <=, sizeof(resp));
-    CHECK_INT(fd_count(), ==, before);
+    CHECK_FD_COUNT(before);
     CHECK_INT(wait_exit(pid), ==, 0);
     close(l);
 }
@@ -607,7 +607,7 @@ TEST(sync_client_fails_with_format_on_a_broken_answer_and_closes_its_descriptor)
         CHECK_ERR(err, AFDT_NO_PHASE, AFDT_FORMAT, 0, e);
         CHECK_INT(fd, ==, -1);
         CHECK_INT(len, <=, sizeof(resp));
-        CHECK_INT(fd_count(), ==, before);
+        CHECK_FD_COUNT(before);
         CHECK_INT(wait_exit(pid), ==, 0);
         close(l);
     }
@@ -628,7 +628,7 @@ TEST(sync_client_rejects_a_request_over_msglen_with_format_before_connecting) {
     int e = errno;
     CHECK_ERR(err, AFDT_NO_PHASE, AFDT_FORMAT, 0, e);
     CHECK_INT(fd, ==, -1);
-    CHECK_INT(fd_count(), ==, before);
+    CHECK_FD_COUNT(before);
     /* Nothing connected to the server. */
     int fl = fcntl(l, F_GETFL);
     CHECK_INT(fcntl(l, F_SETFL, fl | O_NONBLOCK), ==, 0);
@@ -659,7 +659,7 @@ TEST(sync_client_rejects_bad_names_with_pathname) {
         CHECK_ERR(err, AFDT_NO_PHASE, AFDT_PATHNAME, want[i], e);
         CHECK_INT(fd, ==, -1);
     }
-    CHECK_INT(fd_count(), ==, before);
+    CHECK_FD_COUNT(before);
 }
 
 TEST(sync_client_with_a_null_err_still_fails_with_errno) {
@@ -681,7 +681,7 @@ TEST(sync_client_with_a_null_err_still_fails_with_errno) {
     CHECK_INT(afdt_sync_client(p, (const uint8_t *)"hi", 2, resp, &len, &fd, &tv, NULL), <, 0);
     CHECK_INT(errno, ==, ETIMEDOUT);
     close(l);
-    CHECK_INT(fd_count(), ==, before);
+    CHECK_FD_COUNT(before);
 }
 
 TEST(sync_client_rejects_null_buffers_of_nonzero_size_and_null_lengths_with_einval) {
@@ -706,7 +706,7 @@ TEST(sync_client_rejects_null_buffers_of_nonzero_size_and_null_lengths_with_einv
     CHECK_INT(afdt_sync_client(p, NULL, 2, resp, &len, &fd, &two_s, NULL), <, 0);
     e = errno;
     CHECK_INT(e, ==, EINVAL);
-    CHECK_INT(fd_count(), ==, before);
+    CHECK_FD_COUNT(before);
     close(l);
 }
 
@@ -732,7 +732,7 @@ TEST(sync_client_leaves_the_callers_phase_and_sets_the_operation) {
     CHECK_INT(err.operation, ==, AFDT_TIMEOUT);
     CHECK(err.message != NULL);
     close(l);
-    CHECK_INT(fd_count(), ==, before);
+    CHECK_FD_COUNT(before);
 }
 
 /* A listening socket at @path that nobody accepts on, its backlog full.
@@ -840,7 +840,7 @@ TEST(sync_client_fails_cleanly_without_sigpipe_when_the_server_hangs_up_at_once)
         CHECK(err.operation == AFDT_SENDMSG || err.operation == AFDT_RECVMSG);
         CHECK(e == EPIPE || e == ECONNRESET || e == 0);
         CHECK_INT(fd, ==, -1);
-        CHECK_INT(fd_count(), ==, before);
+        CHECK_FD_COUNT(before);
     }
     CHECK_INT(wait_exit(pid), ==, 0);
     close(l);
@@ -911,7 +911,7 @@ static int sync_client_out_of_descriptors(void *arg) {
     CHECK_INT(fd, ==, -1);
     CHECK_INT(len, <=, sizeof(resp));
     CHECK(probe >= 0);
-    CHECK_INT(fd_count(), ==, before);
+    CHECK_FD_COUNT(before);
     return 0;
 }
 
@@ -965,7 +965,7 @@ TEST(sync_client_never_leaks_its_socket_on_any_path) {
         /* Request too long. */
         uint8_t req[AFDT_MSGLEN + 1] = {0};
         CHECK_INT(afdt_sync_client(p, req, sizeof(req), resp, &len, &fd, &two_s, NULL), <, 0);
-        CHECK_INT(fd_count(), ==, before);
+        CHECK_FD_COUNT(before);
     }
     close(l);
     stop_server(pid);
@@ -1017,6 +1017,6 @@ TEST(sixty_four_concurrent_sync_clients_each_get_their_own_file) {
         CHECK_INT(pthread_create(&t[i], NULL, one_client, (void *)(intptr_t)i), ==, 0);
     for (int i = 0; i < NFILES; i++)
         CHECK_INT(pthread_join(t[i], NULL), ==, 0);
-    CHECK_INT(fd_count(), ==, before);
+    CHECK_FD_COUNT(before);
     stop_server(pid);
 }

@@ -286,7 +286,7 @@ TEST(get_listeners_refuses_a_predecessor_socket_that_does_not_match_its_spec) {
     CHECK_INT(afdt_get_listeners(names, specs, 1, pa.path, &tv, &set, &sources, &err), <, 0);
     int e = errno;
     CHECK_ERR(err, AFDT_NO_PHASE, AFDT_NO_OPERATION, EPROTOTYPE, e);
-    CHECK_INT(fd_count(), ==, before);
+    CHECK_FD_COUNT(before);
     CHECK(set == NULL);
     CHECK_INT(wait_exit(pid), ==, 0);
     close(pa.ready[0]);

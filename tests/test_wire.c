@@ -855,7 +855,7 @@ TEST(recv_with_a_null_buffer_of_nonzero_size_or_null_length_fails_with_einval) {
     e = errno;
     CHECK_INT(e, ==, EINVAL);
     /* None of those consumed the frame waiting on the socket. */
-    CHECK_INT(fd_count(), ==, before);
+    CHECK_FD_COUNT(before);
     len = sizeof(buf);
     CHECK_INT(afdt_recv_fd_msg(sv[1], buf, &len, &fd, NULL), ==, 0);
     CHECK_INT(len, ==, 3);
@@ -915,7 +915,7 @@ TEST(recv_into_a_too_small_buffer_fails_with_format_closes_the_fd_and_stays_in_s
     CHECK_ERR(err, AFDT_NO_PHASE, AFDT_FORMAT, 0, e);
     CHECK_INT(len, <=, 3);
     CHECK_INT(fd, ==, -1);
-    CHECK_INT(fd_count(), ==, before);
+    CHECK_FD_COUNT(before);
     /* The buffer's size is respected: nothing written past it. */
     for (size_t i = 3; i < sizeof(buf); i++)
         CHECK_INT(buf[i], ==, '#');
@@ -930,7 +930,7 @@ TEST(recv_into_a_too_small_buffer_fails_with_format_closes_the_fd_and_stays_in_s
     CHECK_INT(e, ==, 0);
     CHECK_INT(len, ==, 0);
     CHECK_INT(fd, ==, -1);
-    CHECK_INT(fd_count(), ==, before);
+    CHECK_FD_COUNT(before);
     check_in_step(sv[0], sv[1]);
     CHECK_INT(afdt_send_fd_msg(sv[0], (const uint8_t *)"0123456789", 10, f, NULL), ==, 0);
     len = 9;
@@ -939,7 +939,7 @@ TEST(recv_into_a_too_small_buffer_fails_with_format_closes_the_fd_and_stays_in_s
     e = errno;
     CHECK_ERR(err, AFDT_NO_PHASE, AFDT_FORMAT, 0, e);
     CHECK_INT(len, <=, 9);
-    CHECK_INT(fd_count(), ==, before);
+    CHECK_FD_COUNT(before);
     check_in_step(sv[0], sv[1]);
     check_drained(sv[1]);
     close(f);
@@ -967,7 +967,7 @@ TEST(recv_of_a_length_field_over_msglen_fails_with_format_and_closes_the_fd) {
         CHECK_ERR(err, AFDT_NO_PHASE, AFDT_FORMAT, 0, e);
         CHECK_INT(len, <=, sizeof(buf));
         CHECK_INT(fd, ==, -1);
-        CHECK_INT(fd_count(), ==, before);
+        CHECK_FD_COUNT(before);
         close(f);
         close(sv[0]);
         close(sv[1]);
@@ -1022,7 +1022,7 @@ TEST(recv_of_a_frame_cut_short_by_end_of_file_fails_with_format) {
     CHECK_ERR(err, AFDT_NO_PHASE, AFDT_FORMAT, 0, e);
     CHECK_INT(len, <=, sizeof(buf));
     CHECK_INT(fd, ==, -1);
-    CHECK_INT(fd_count(), ==, before);
+    CHECK_FD_COUNT(before);
     close(sv[1]);
 }
 
@@ -1369,7 +1369,7 @@ static void read_light_process(bool big_buffer) {
     check_drained(sv[1]);
     close(sv[0]);
     close(sv[1]);
-    CHECK_INT(fd_count(), ==, before);
+    CHECK_FD_COUNT(before);
 }
 
 TEST(empty_fd_frames_interleave_with_raw_data_on_one_socket) {
@@ -1398,7 +1398,7 @@ TEST(recv_fd_msg_takes_the_first_of_several_descriptors_and_closes_the_rest) {
     CHECK_INT(len, ==, 3);
     CHECK_MEM(buf, "abc", 3);
     CHECK(same_file(fd, fs[0]));
-    CHECK_INT(fd_count(), ==, before + 1);
+    CHECK_FD_COUNT(before + 1);
     close(fd);
     check_in_step(sv[0], sv[1]);
     for (int i = 0; i < 3; i++)
@@ -1425,7 +1425,7 @@ TEST(recv_plain_msg_closes_any_descriptor_that_arrives) {
     len = 0;
     CHECK_INT(afdt_recv_plain_msg(sv[1], NULL, &len, NULL), ==, 0);
     CHECK_INT(len, ==, 0);
-    CHECK_INT(fd_count(), ==, before);
+    CHECK_FD_COUNT(before);
     for (int i = 0; i < 3; i++)
         close(fs[i]);
     close(sv[0]);
@@ -1458,7 +1458,7 @@ static int receive_out_of_descriptors(void *arg) {
     CHECK_ERR(err, AFDT_NO_PHASE, AFDT_RECVMSG, EMFILE, e);
     CHECK_INT(len, <=, sizeof(buf));
     CHECK_INT(fd, ==, -1);
-    CHECK_INT(fd_count(), ==, before);
+    CHECK_FD_COUNT(before);
     /* The truncated frame was consumed whole: the next one is intact. */
     len = sizeof(buf);
     CHECK_INT(afdt_recv_fd_msg(sv[1], buf, &len, &fd, NULL), ==, 0);
@@ -1466,7 +1466,7 @@ static int receive_out_of_descriptors(void *arg) {
     CHECK_MEM(buf, "after", 5);
     check_file_contents(fd, "no room");
     close(fd);
-    CHECK_INT(fd_count(), ==, before);
+    CHECK_FD_COUNT(before);
     close(sv[0]);
     close(sv[1]);
     return 0;
@@ -1519,7 +1519,7 @@ static int receive_three_with_room_for_one(void *arg) {
         CHECK_MEM(buf, "three", 5);
         if (c->call == 0)
             check_file_contents(fds[0], "first");
-        CHECK_INT(fd_count(), ==, before + (c->call == 0));
+        CHECK_FD_COUNT(before + (c->call == 0));
         if (c->call == 0)
             close(fds[0]);
     } else {
@@ -1529,7 +1529,7 @@ static int receive_three_with_room_for_one(void *arg) {
         CHECK_ERR(err, AFDT_NO_PHASE, c->op, c->eno, e);
         CHECK_INT(n, ==, 0);
     }
-    CHECK_INT(fd_count(), ==, before);
+    CHECK_FD_COUNT(before);
     len = sizeof(buf);
     CHECK_INT(afdt_recv_plain_msg(sv[1], buf, &len, NULL), ==, 0);
     CHECK_INT(len, ==, 5);
@@ -1575,7 +1575,7 @@ TEST(recv_does_not_wait_for_a_lingering_socket_it_closes) {
     close(l);
     close(sv[0]);
     close(sv[1]);
-    CHECK_INT(fd_count(), ==, before);
+    CHECK_FD_COUNT(before);
 }
 
 /* --- Many descriptors per frame (extension) -------------------------------- */
@@ -1638,7 +1638,7 @@ TEST(fds_msg_with_zero_one_or_capacity_descriptors_round_trips) {
     int fd = -7;
     CHECK_INT(afdt_recv_fd_msg(sv[1], buf, &len, &fd, NULL), ==, 0);
     CHECK(same_file(fd, fs[0]));
-    CHECK_INT(fd_count(), ==, before + 1);
+    CHECK_FD_COUNT(before + 1);
     close(fd);
     for (int i = 0; i < 3; i++)
         close(fs[i]);
@@ -1664,7 +1664,7 @@ TEST(recv_fds_msg_over_capacity_fails_with_format_and_closes_every_descriptor) {
     CHECK_ERR(err, AFDT_NO_PHASE, AFDT_FORMAT, EMSGSIZE, e);
     CHECK_INT(n, ==, 0);
     CHECK_INT(len, <=, sizeof(buf));
-    CHECK_INT(fd_count(), ==, before);
+    CHECK_FD_COUNT(before);
     check_in_step(sv[0], sv[1]);
 
     /* Capacity zero: any descriptor at all is too many. */
@@ -1675,7 +1675,7 @@ TEST(recv_fds_msg_over_capacity_fails_with_format_and_closes_every_descriptor) {
     e = errno;
     CHECK_INT(e, ==, EMSGSIZE);
     CHECK_INT(n, ==, 0);
-    CHECK_INT(fd_count(), ==, before);
+    CHECK_FD_COUNT(before);
     check_in_step(sv[0], sv[1]);
     for (int i = 0; i < 5; i++)
         close(fs[i]);
@@ -1856,7 +1856,7 @@ TEST(a_2009_receiver_gets_the_first_descriptor_of_a_multi_descriptor_frame) {
         CHECK(same_file(fd, fs[i]));
         close(fd);
     }
-    CHECK_INT(fd_count(), ==, before);
+    CHECK_FD_COUNT(before);
     for (int i = 0; i < 3; i++)
         close(fs[i]);
     close(sv[0]);
