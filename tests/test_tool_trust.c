@@ -178,6 +178,7 @@ TEST(exec_from_refuses_a_squatter_of_another_uid_unless_trusted) {
     if (strstr(out, uid) == NULL)
         harness_fail(__FILE__, __LINE__, "the refusal does not name %s: %s", uid, out);
     CHECK(strstr(out, "LISTEN_FDS") == NULL);
+    CHECK(strstr(out, "the exchange with") == NULL); /* one message, the refusal */
     /* The operator may name whom to trust. */
     snprintf(num, sizeof(num), "%u", (unsigned)u.uid);
     CHECK_INT(RUN_TOOL(out, "exec", "--from", where, "--trust-uid", num, "--", AFDT_TEST_SERVER,

@@ -68,7 +68,9 @@ int ask(const char *path, const char *request, char *resp, size_t size, int *fd,
         int err = errno;
         if (e.operation == AFDT_PEER) {
             say("%s: %s (--trust-uid UID trusts another user)", path, e.message);
-        } else if (is_gone(&e)) {
+            return -1;
+        }
+        if (is_gone(&e)) {
             say("nothing answers at %s: %s", path, strerror(err));
             return -2;
         }
