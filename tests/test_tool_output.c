@@ -47,6 +47,28 @@ TEST(each_generations_output_is_prefixed_with_its_number) {
     check_no_children();
 }
 
+TEST(a_flood_of_short_lines_is_relayed_whole) {
+    become_subreaper();
+    struct sv s;
+    sv_init(&s);
+    /* Reads full of newlines: each byte read may take a prefix.  (After the start, for the log's
+     * beginning to say it is ready.) */
+    char flag[128], before[512];
+    snprintf(flag, sizeof(flag), "%s", tmp_path("flag"));
+    snprintf(before, sizeof(before),
+             "(while [ ! -e %s ]; do sleep 0.02; done; yes | head -n 20000) &", flag);
+    serve_after(&s, before);
+    write_file(flag, "go\n");
+    int64_t end = now_ms() + WAIT_MS;
+    while (count(s.log, "gen 1: y\n") < 20000 && now_ms() < end)
+        sleep_ms(50);
+    CHECK_INT(count(s.log, "gen 1: y\n"), ==, 20000);
+    CHECK_INT(count(s.log, "\ny\n"), ==, 0); /* none unprefixed */
+    unlink(flag);
+    sv_stop(&s);
+    check_no_children();
+}
+
 TEST(a_generation_keeps_writing_after_the_supervisor_is_killed) {
     become_subreaper();
     struct sv s;

@@ -22,9 +22,25 @@ struct stream {
     bool at_line_start, out_broken;
 };
 
+/* Writes @len bytes of @buf out. A reader that went away (a closed terminal, a dead pipe) is no
+ * reason to stop reading: the generation must never block on a full pipe. */
+static void emit(struct stream *s, const char *buf, size_t len) {
+    for (size_t off = 0; off < len && !s->out_broken;) {
+        ssize_t w = write(s->out, buf + off, len - off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            s->out_broken = true;
+        else
+            off += (size_t)w;
+    }
+}
+
 /* Copies one read's worth, prefixing each line; returns false at end of input. */
 static bool pump(struct stream *s, const char *prefix) {
-    char in[4096], out[2 * sizeof(in) + 512];
+    /* Room for the longest prefix (a timestamp and "gen N: ") before each byte read. */
+    enum { PREFIX_MAX = 96 };
+    char in[4096], out[2 * sizeof(in)], stamp[64];
     ssize_t n;
     while ((n = read(s->in, in, sizeof(in))) < 0 && errno == EINTR) {
     }
@@ -32,8 +48,11 @@ static bool pump(struct stream *s, const char *prefix) {
         return false;
     size_t len = 0, plen = strlen(prefix);
     for (ssize_t i = 0; i < n; i++) {
+        if (len + PREFIX_MAX + 1 > sizeof(out)) {
+            emit(s, out, len);
+            len = 0;
+        }
         if (s->at_line_start) {
-            char stamp[64];
             size_t k = log_stamp(stamp, sizeof(stamp));
             memcpy(out + len, stamp, k);
             memcpy(out + len + k, prefix, plen);
@@ -43,17 +62,7 @@ static bool pump(struct stream *s, const char *prefix) {
         out[len++] = in[i];
         s->at_line_start = in[i] == '\n';
     }
-    /* A reader that went away (a closed terminal, a dead pipe) is no reason to stop reading:
-     * the generation must never block on a full pipe. */
-    for (size_t off = 0; off < len && !s->out_broken;) {
-        ssize_t w = write(s->out, out + off, len - off);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            s->out_broken = true;
-        else
-            off += (size_t)w;
-    }
+    emit(s, out, len);
     return true;
 }
 
