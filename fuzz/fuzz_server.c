@@ -15,13 +15,13 @@
  * short-deadline, extended), 1 a raw chunk of 1-16 bytes (bit 4: with descriptors), 2 a
  * request frame written in small uneven pieces (lying about its length, or with descriptors,
  * as a flags byte says), 3 run the loop, 4 read what the server sent, 5 acknowledge a named
- * set, 6 close the client (bit 4: shut down writing only), 7 control (low five bits 0-15:
- * toggle refusing every peer; 16-31: sleep past the short deadline, once per input).  Running
- * out of descriptors is left to tests/test_hostile.c: the server then pauses accepting for
- * 100 ms, which would slow fuzzing a hundredfold.  The loop runs (EVLOOP_NONBLOCK)
- * after every write.  Then the clients are closed and the loop runs until the process is back
- * to its descriptors at the start; then each long-deadline server must answer a good request,
- * the count must be back again, and every reply must have had its post handler.
+ * set (bit 4: a count from the input, else 0, which asks for it), 6 close the client (bit 4: shut
+ * down writing only), 7 control (low five bits 0-15: toggle refusing every peer; 16-31: sleep past
+ * the short deadline, once per input).  Running out of descriptors is left to tests/test_hostile.c:
+ * the server then pauses accepting for 100 ms, which would slow fuzzing a hundredfold.  The loop
+ * runs (EVLOOP_NONBLOCK) after every write.  Then the clients are closed and the loop runs until
+ * the process is back to its descriptors at the start; then each long-deadline server must answer a
+ * good request, the count must be back again, and every reply must have had its post handler.
  */
 #include <errno.h>
 #include <poll.h>
@@ -427,11 +427,12 @@ static void op_request(struct script *s, uint8_t op) {
 static void op_ack(struct script *s, uint8_t op) {
     int slot = pick(op);
     uint8_t buf[16];
-    uint32_t len = 12, count = script_u8(s);
+    uint8_t split = script_u8(s);
+    uint32_t len = 12, count = (op & 0x10) ? split : 0; /* 0 asks for the set */
     memcpy(buf, &len, 4);
-    memcpy(buf + 4, "AFDTACK1", 8);
+    memcpy(buf + 4, "AFDTACK2", 8);
     memcpy(buf + 12, &count, 4);
-    send_uneven(slot, buf, sizeof(buf), (uint8_t)count, 0);
+    send_uneven(slot, buf, sizeof(buf), split, 0);
 }
 
 static void op_raw(struct script *s, uint8_t op) {

@@ -368,8 +368,10 @@ struct afdt_named_fd {
  * post handler has run for this connection (it always runs, on failure too).
  * @content and @fds may also be pointed at the handler's own buffers, which
  * must then stay valid until the post handler runs.  Only the extended
- * clients understand a named set: send one only to a request that asks for
- * it (a 2009 client would take its first frame for the whole answer).
+ * clients of 1.1 understand a named set: one is sent only to a client that
+ * asks for it after the offer (a 2009 or 1.0 client takes the offer for the
+ * whole answer and is sent no descriptor; the post handler then runs with an
+ * error).
  */
 struct afdt_reply {
     uint8_t *content;
@@ -449,19 +451,24 @@ AFDT_EXPORT int afdt_create_server_ex(const char *fname, struct event_base *eb,
 
 /* ---------------------------------------------------------------------------
  * Named descriptor sets: any number of descriptors, each with a name, sent as
- * a sequence of frames and acknowledged by the receiver (convention
- * "AFDTNAMED1", documented in afdt_named_fds(3)).
+ * a sequence of frames: offered, asked for by the receiver, sent a few
+ * frames at a time and acknowledged (protocol version 2, "AFDTNAMED2",
+ * documented in afdt_named_fds(3); version 1 is still received).
  * ------------------------------------------------------------------------- */
 
 /**
  * Send @n named descriptors from @set (and @content_len <= AFDT_MSGLEN - 14
  * bytes of @content) on the connected socket @connfd, then wait for the
  * receiver to acknowledge that it has all of them.  The caller keeps its
- * descriptors.  Blocks until done (even on a non-blocking socket).
+ * descriptors.  Blocks until done (even on a non-blocking socket).  At most
+ * 505 descriptors of the set are in flight at a time, and ETOOMANYREFS (this
+ * user has too many in flight) is waited out for up to 10 s in a row.
  *
  * Returns 0 once acknowledged.  Fails with AFDT_FORMAT (EINVAL: a bad name,
  * NULL @set, too long @content; 0: a bad acknowledgement), AFDT_SENDMSG,
- * AFDT_RECVMSG or AFDT_POLL; the receiver may then have some of them.
+ * AFDT_RECVMSG (0: the receiver hung up without asking for the set, and got
+ * none of it, or before acknowledging all of it) or AFDT_POLL; the receiver
+ * may then have some of them.
  */
 AFDT_EXPORT int afdt_send_named_fds(int connfd, const uint8_t *content, uint32_t content_len,
                                     const struct afdt_named_fd *set, uint32_t n,

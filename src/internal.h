@@ -165,19 +165,37 @@ AFDT_HIDDEN int afdt__send_frame_until(int sock, struct afdt__frame_out *out, bo
 
 /* --- named.c: named descriptor sets ---------------------------------------- */
 
-#define AFDT__NAMED_MAGIC "AFDTNAMED1"
+/* Named sets, protocol version 2 (what 1.1 sends; named.c describes both versions). */
+#define AFDT__NAMED_MAGIC "AFDTNAMED2"
+#define AFDT__NAMED_MAGIC_V1 "AFDTNAMED1"
 #define AFDT__NAMED_MAGIC_LEN 10
 #define AFDT__NAMED_HDR_LEN (AFDT__NAMED_MAGIC_LEN + 4)
-#define AFDT__ACK_MAGIC "AFDTACK1"
+#define AFDT__ACK_MAGIC "AFDTACK2"
+#define AFDT__ACK_MAGIC_V1 "AFDTACK1"
 #define AFDT__ACK_LEN (8 + 4)
+/* A sender starts a data frame only while fewer descriptors than this are unacknowledged, so at
+ * most twice as many (less one) are ever in flight per set. */
+#define AFDT__NAMED_WINDOW AFDT_MAX_FDS
 
-/* Sending a named set: header frame, data frames, then the receiver's ack. */
+/* What a named-set step that returned 0 waits for. */
+enum afdt__named_wait {
+    AFDT__WAIT_READ,
+    AFDT__WAIT_WRITE,
+    AFDT__WAIT_PAUSE /* back pressure (ETOOMANYREFS): try again after pause_us */
+};
+
+/* Sending a named set: the offer, the receiver's request, data frames within the window, each
+ * acknowledged. */
 struct afdt__named_out {
     const struct afdt_named_fd *set;
     uint32_t n;
-    uint32_t next; /* first descriptor not yet framed */
-    bool header_sent;
-    bool awaiting_ack;
+    uint32_t next;  /* first descriptor not yet framed */
+    uint32_t acked; /* descriptors the receiver acknowledged */
+    bool asked;     /* the receiver asked for the set (its first acknowledgement) */
+    bool framing;   /* ->out holds a frame not yet wholly sent */
+    enum afdt__named_wait wait;
+    int64_t pause_us;         /* with AFDT__WAIT_PAUSE */
+    int64_t pressed_since_us; /* when the current run of ETOOMANYREFS began; 0: none */
     struct afdt__frame_out out;
     struct afdt__frame_in in;
     uint8_t ack[AFDT__ACK_LEN];
@@ -188,17 +206,19 @@ struct afdt__named_out {
 /* Check a set and its content, then ready @o to send them. */
 AFDT_HIDDEN int afdt__named_out_init(struct afdt__named_out *o, const uint8_t *content,
                                      uint32_t content_len, const struct afdt_named_fd *set,
-                                     uint32_t n, int sflags, struct afdt__fail *f);
-/* One step: 1 done (acknowledged), 0 waiting (see ->awaiting_ack for the
- * direction), < 0 failed. */
+                                     uint32_t n, struct afdt__fail *f);
+/* One step, never blocking: 1 done (all acknowledged), 0 waiting (for ->wait), < 0 failed. */
 AFDT_HIDDEN int afdt__named_out_step(int sock, struct afdt__named_out *o, struct afdt__fail *f);
 
 /* Receiving a named set, after its header frame arrived. */
 struct afdt__named_in {
     struct afdt_named_fd *set;
-    uint32_t n;     /* received so far */
-    uint32_t count; /* announced */
-    bool acking;
+    uint32_t n;      /* received so far */
+    uint32_t count;  /* announced */
+    uint32_t acked;  /* received descriptors acknowledged so far (version 2) */
+    uint8_t version; /* 1 or 2, from the header */
+    bool asked;      /* version 2: the request (the first acknowledgement) is queued */
+    bool acking;     /* an acknowledgement is being sent: waiting means for room */
     struct afdt__frame_in in;
     struct afdt__frame_out out;
     uint8_t ack[AFDT__ACK_LEN];

@@ -1,14 +1,23 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 /* Named descriptor sets: any number of named descriptors over several frames.
  *
- * Convention "AFDTNAMED1" (all integers host order, like the frame header):
- *   1. a header frame, no descriptors: "AFDTNAMED1", uint32_t count, then up
- *      to AFDT_MSGLEN - 14 bytes of content;
- *   2. data frames, each carrying k (1..AFDT_MAX_FDS) descriptors and a
- *      payload of k entries, one per descriptor in order: uint8_t length,
- *      then the name (1..255 printable ASCII bytes, no ':');
- *   3. once all count descriptors are in, the receiver answers one frame:
- *      "AFDTACK1", uint32_t count.  Until then the sender lets go of nothing.
+ * Protocol version 2, "AFDTNAMED2" (libafdt 1.1; all integers host order, like the frame
+ * header):
+ *   1. the offer: a header frame, no descriptors: "AFDTNAMED2", uint32_t count, then up to
+ *      AFDT_MSGLEN - 14 bytes of content;
+ *   2. the receiver asks for the set with an acknowledgement of nothing: one frame "AFDTACK2",
+ *      uint32_t 0.  A 2009 (or 1.0) client never sends a frame after its request, so it takes
+ *      the offer for its whole answer and no descriptor is ever sent to it;
+ *   3. data frames, each carrying k (1..AFDT_MAX_FDS) descriptors and a payload of k entries,
+ *      one per descriptor in order: uint8_t length, then the name (1..255 printable ASCII
+ *      bytes, no ':').  The sender starts one only while fewer than AFDT__NAMED_WINDOW
+ *      descriptors are unacknowledged, so a set never has more than 2 * 253 - 1 in flight (the
+ *      kernel counts a user's descriptors in flight against its RLIMIT_NOFILE);
+ *   4. after each data frame the receiver answers "AFDTACK2", uint32_t descriptors received so
+ *      far.  The one that says count ends the exchange; until then the sender lets go of
+ *      nothing.
+ * Version 1, "AFDTNAMED1" (libafdt 1.0): the header, then every data frame at once, then one
+ * "AFDTACK1", uint32_t count.  Receivers still take it; senders no longer send it.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -72,8 +81,7 @@ uint64_t afdt__fd_headroom(void) {
 /* --- Sending -------------------------------------------------------------- */
 
 int afdt__named_out_init(struct afdt__named_out *o, const uint8_t *content, uint32_t content_len,
-                         const struct afdt_named_fd *set, uint32_t n, int sflags,
-                         struct afdt__fail *f) {
+                         const struct afdt_named_fd *set, uint32_t n, struct afdt__fail *f) {
     if (content_len > AFDT_MSGLEN - AFDT__NAMED_HDR_LEN || (content_len && content == NULL))
         return afdt__fail(f, AFDT_FORMAT, EINVAL, "named set content is too long or NULL");
     if (n > 0 && set == NULL)
@@ -92,8 +100,12 @@ int afdt__named_out_init(struct afdt__named_out *o, const uint8_t *content, uint
     put_u32(o->payload + AFDT__NAMED_MAGIC_LEN, n);
     if (content_len)
         memcpy(o->payload + AFDT__NAMED_HDR_LEN, content, content_len);
-    o->out =
-        (struct afdt__frame_out){o->payload, AFDT__NAMED_HDR_LEN + content_len, NULL, 0, sflags, 0};
+    o->out = (struct afdt__frame_out){
+        o->payload, AFDT__NAMED_HDR_LEN + content_len, NULL, 0, MSG_DONTWAIT, 0};
+    o->framing = true;
+    o->in.buf = o->ack;
+    o->in.cap = AFDT__ACK_LEN;
+    o->in.rflags = MSG_DONTWAIT;
     return 0;
 }
 
@@ -114,42 +126,100 @@ static void build_data_frame(struct afdt__named_out *o) {
     o->out = (struct afdt__frame_out){o->payload, used, o->fds, k, o->out.sflags, 0};
 }
 
-int afdt__named_out_step(int sock, struct afdt__named_out *o, struct afdt__fail *f) {
-    for (;;) {
-        if (o->awaiting_ack) {
-            int r = afdt__frame_recv(sock, &o->in, f);
-            if (r <= 0)
-                return r;
-            if (o->in.len != AFDT__ACK_LEN || memcmp(o->ack, AFDT__ACK_MAGIC, 8) != 0 ||
-                get_u32(o->ack + 8) != o->n)
-                return afdt__fail(f, AFDT_FORMAT, 0, "bad acknowledgement of a named set");
-            return 1;
-        }
-        int r = afdt__frame_send(sock, &o->out, f);
+/* Take every acknowledgement that has arrived, up to the last one (the receiver may hang up
+ * right after it). */
+static int read_acks(int sock, struct afdt__named_out *o, struct afdt__fail *f) {
+    while (!o->asked || o->acked < o->n) {
+        int r = afdt__frame_recv(sock, &o->in, f);
+        if (r < 0 && !o->asked && f->op == AFDT_RECVMSG && f->errnum == 0)
+            return afdt__fail(
+                f, AFDT_RECVMSG, 0,
+                "the client did not ask for the named set (a client of libafdt 0.1 "
+                "or 1.0 takes the offer for its whole answer): no descriptor was sent");
         if (r <= 0)
             return r;
-        if (o->next < o->n) {
+        uint32_t count = get_u32(o->ack + 8);
+        if (o->in.len != AFDT__ACK_LEN || memcmp(o->ack, AFDT__ACK_MAGIC, 8) != 0 ||
+            count < o->acked || count > o->next || (!o->asked && count != 0))
+            return afdt__fail(f, AFDT_FORMAT, 0, "bad acknowledgement of a named set");
+        o->asked = true;
+        o->acked = count;
+        in_rearm(&o->in);
+    }
+    return 1;
+}
+
+/* Back pressure at a RLIMIT_NOFILE's worth of this user's descriptors in flight: wait, longer
+ * each time, and give up only after PRESSURE_MAX_US of it (or at the caller's deadline). */
+#define PAUSE_FIRST_US 1000
+#define PAUSE_MAX_US (64 * 1000)
+#define PRESSURE_MAX_US ((int64_t)10 * 1000 * 1000)
+
+static int back_pressure(struct afdt__named_out *o, struct afdt__fail *f) {
+    int64_t now = afdt__now_us();
+    if (o->pressed_since_us == 0) {
+        o->pressed_since_us = now;
+        o->pause_us = PAUSE_FIRST_US;
+    } else if (now - o->pressed_since_us >= PRESSURE_MAX_US) {
+        return afdt__fail(f, AFDT_SENDMSG, ETOOMANYREFS,
+                          "this user has had too many descriptors in flight for 10 s "
+                          "(RLIMIT_NOFILE)");
+    } else {
+        o->pause_us = o->pause_us * 2 > PAUSE_MAX_US ? PAUSE_MAX_US : o->pause_us * 2;
+    }
+    o->wait = AFDT__WAIT_PAUSE;
+    return 0;
+}
+
+int afdt__named_out_step(int sock, struct afdt__named_out *o, struct afdt__fail *f) {
+    for (;;) {
+        if (o->framing) {
+            int r = afdt__frame_send(sock, &o->out, f);
+            if (r < 0 && f->errnum == ETOOMANYREFS && o->out.sent == 0)
+                return back_pressure(o, f);
+            if (r < 0)
+                return -1;
+            if (r == 0) {
+                o->wait = AFDT__WAIT_WRITE;
+                return 0;
+            }
+            o->framing = false;
+            o->pressed_since_us = 0;
+        }
+        if (read_acks(sock, o, f) < 0)
+            return -1;
+        if (o->asked && o->acked == o->n)
+            return 1;
+        if (o->asked && o->next < o->n && o->next - o->acked < AFDT__NAMED_WINDOW) {
             build_data_frame(o);
+            o->framing = true;
             continue;
         }
-        o->awaiting_ack = true;
-        o->in.buf = o->ack;
-        o->in.cap = AFDT__ACK_LEN;
-        o->in.rflags = o->out.sflags;
+        o->wait = AFDT__WAIT_READ;
+        return 0;
     }
 }
 
 /* --- Receiving ------------------------------------------------------------ */
 
+/* The protocol version of a header frame, or 0 when it is none. */
+static uint8_t header_version(const uint8_t *payload, uint32_t len, uint32_t nfds) {
+    if (nfds != 0 || len < AFDT__NAMED_HDR_LEN)
+        return 0;
+    if (memcmp(payload, AFDT__NAMED_MAGIC, AFDT__NAMED_MAGIC_LEN) == 0)
+        return 2;
+    return memcmp(payload, AFDT__NAMED_MAGIC_V1, AFDT__NAMED_MAGIC_LEN) == 0 ? 1 : 0;
+}
+
 bool afdt__is_named_header(const uint8_t *payload, uint32_t len, uint32_t nfds) {
-    return nfds == 0 && len >= AFDT__NAMED_HDR_LEN &&
-           memcmp(payload, AFDT__NAMED_MAGIC, AFDT__NAMED_MAGIC_LEN) == 0;
+    return header_version(payload, len, nfds) != 0;
 }
 
 int afdt__named_in_init(struct afdt__named_in *st, uint8_t *payload, uint32_t *content_len,
                         int rflags, struct afdt__fail *f) {
     uint32_t count = get_u32(payload + AFDT__NAMED_MAGIC_LEN);
     memset(st, 0, offsetof(struct afdt__named_in, payload));
+    st->version = header_version(payload, *content_len, 0);
     /* Check before asking for them: the kernel would silently drop what does
      * not fit (MSG_CTRUNC), and the set would be lost half-way. */
     uint64_t room = afdt__fd_headroom();
@@ -198,17 +268,32 @@ static int take_data_frame(struct afdt__named_in *st, struct afdt__fail *f) {
     return 0;
 }
 
+/* Queue an acknowledgement of what is in: version 2 after the offer (the request) and after
+ * each data frame, version 1 once at the end. */
+static bool queue_ack(struct afdt__named_in *st) {
+    if (st->version == 2 ? st->asked && st->acked == st->n : st->n < st->count)
+        return false;
+    memcpy(st->ack, st->version == 2 ? AFDT__ACK_MAGIC : AFDT__ACK_MAGIC_V1, 8);
+    put_u32(st->ack + 8, st->n);
+    st->out = (struct afdt__frame_out){st->ack, AFDT__ACK_LEN, NULL, 0, st->in.rflags, 0};
+    st->asked = true;
+    st->acked = st->n;
+    st->acking = true;
+    return true;
+}
+
 int afdt__named_in_step(int sock, struct afdt__named_in *st, struct afdt__fail *f) {
     for (;;) {
-        if (st->acking)
-            return afdt__frame_send(sock, &st->out, f);
-        if (st->n == st->count) {
-            memcpy(st->ack, AFDT__ACK_MAGIC, 8);
-            put_u32(st->ack + 8, st->count);
-            st->out = (struct afdt__frame_out){st->ack, AFDT__ACK_LEN, NULL, 0, st->in.rflags, 0};
-            st->acking = true;
-            continue;
+        if (st->acking) {
+            int r = afdt__frame_send(sock, &st->out, f);
+            if (r <= 0)
+                return r;
+            st->acking = false;
+            if (st->n == st->count)
+                return 1;
         }
+        if (queue_ack(st))
+            continue;
         int r = afdt__frame_recv(sock, &st->in, f);
         if (r <= 0)
             return r;
@@ -243,12 +328,15 @@ AFDT_EXPORT int afdt_send_named_fds(int connfd, const uint8_t *content, uint32_t
         afdt__fail(&f, AFDT_MALLOC, ENOMEM, "");
         return afdt__report(err, AFDT__KEEP_PHASE, &f);
     }
-    int r = afdt__named_out_init(o, content, content_len, set, n, 0, &f);
+    int r = afdt__named_out_init(o, content, content_len, set, n, &f);
     while (r == 0) {
         r = afdt__named_out_step(connfd, o, &f);
         if (r != 0)
             break;
-        r = afdt__poll_until(connfd, o->awaiting_ack ? POLLIN : POLLOUT, -1);
+        /* Back pressure: a pause, which only a hang-up (POLLHUP, always reported) cuts short. */
+        bool pause = o->wait == AFDT__WAIT_PAUSE;
+        short events = pause ? 0 : o->wait == AFDT__WAIT_WRITE ? POLLOUT : POLLIN;
+        r = afdt__poll_until(connfd, events, pause ? afdt__now_us() + o->pause_us : -1);
         r = r < 0 ? afdt__fail(&f, AFDT_POLL, -r, "") : 0;
     }
     free(o);

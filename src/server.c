@@ -170,6 +170,22 @@ static void conn_arm(struct conn *c, short what) {
     }
 }
 
+/* Back pressure on a named set: try again after @pause_us, or at the deadline if it comes
+ * first (then on_conn ends the exchange as for any time-out). */
+static void conn_pause(struct conn *c, int64_t pause_us) {
+    int64_t left = c->deadline_us - afdt__now_us();
+    int64_t wait = left < pause_us ? (left > 0 ? left : 0) : pause_us;
+    struct timeval tv = {.tv_sec = (time_t)(wait / 1000000),
+                         .tv_usec = (suseconds_t)(wait % 1000000)};
+    event_del(&c->ev);
+    event_assign(&c->ev, c->srv->eb, -1, 0, on_conn, c);
+    if (event_add(&c->ev, &tv) < 0) {
+        struct afdt__fail f;
+        afdt__fail(&f, AFDT_EVENT_ADD, errno, "");
+        conn_end(c, &f);
+    }
+}
+
 static void conn_write(struct conn *c) {
     struct pending *p = c->pending;
     struct afdt__fail f;
@@ -177,10 +193,14 @@ static void conn_write(struct conn *c) {
                      : afdt__frame_send(c->sock, &p->out, &f);
     if (r < 0)
         conn_end(c, &f);
-    else if (r == 0)
-        conn_arm(c, p->named && p->named_out.awaiting_ack ? EV_READ : EV_WRITE);
-    else
+    else if (r > 0)
         conn_end(c, NULL);
+    else if (!p->named || p->named_out.wait == AFDT__WAIT_WRITE)
+        conn_arm(c, EV_WRITE);
+    else if (p->named_out.wait == AFDT__WAIT_READ)
+        conn_arm(c, EV_READ);
+    else
+        conn_pause(c, p->named_out.pause_us);
 }
 
 /* Keep the reply on the heap and go on from the loop. */
@@ -205,7 +225,7 @@ static void conn_defer(struct conn *c, const struct afdt_reply *reply,
     p->named = reply->named != NULL;
     if (p->named) {
         if (afdt__named_out_init(&p->named_out, p->content, reply->content_length, reply->named,
-                                 reply->nnamed, 0, &f) < 0) {
+                                 reply->nnamed, &f) < 0) {
             conn_end(c, &f);
             return;
         }
@@ -293,9 +313,10 @@ static void conn_read(struct conn *c) {
 }
 
 static void on_conn(evutil_socket_t sock, short what, void *arg) {
-    (void)sock;
     struct conn *c = arg;
-    if (what & EV_TIMEOUT) {
+    if (sock < 0 && afdt__now_us() < c->deadline_us) { /* the end of a pause (conn_pause) */
+        conn_write(c);
+    } else if (what & EV_TIMEOUT) {
         struct afdt__fail f;
         afdt__fail(&f, AFDT_TIMEOUT, ETIMEDOUT,
                    c->pending ? "client did not take its response before the deadline"
