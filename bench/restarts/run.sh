@@ -233,6 +233,6 @@ cat "$W/report.md"
 if [ -n "$OUT" ]; then
     sed -n '/^<!-- results -->/q;p' "$OUT" 2>/dev/null >"$W/head.md" || true
     [ -s "$W/head.md" ] || echo "# Restarts under load" >"$W/head.md"
-    { cat "$W/head.md"; echo "<!-- results -->"; cat "$W/report.md"; } >"$OUT"
+    { cat "$W/head.md"; echo "<!-- results -->"; echo "## The run"; echo; cat "$W/report.md"; } >"$OUT"
     gnuplot -e "dir='$W/plot'" "$HERE/restarts.gp" >"$(dirname "$OUT")/restarts.png"
 fi
