@@ -8,11 +8,15 @@
  * before, named COMM (comm, as ps shows it; or one of several, comma-separated), was first seen
  * accepting on a TCP socket listening on PORT (-1 when none within 30 s or when COMMAND failed), S
  * COMMAND's exit status. */
+#include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -41,27 +45,37 @@ static size_t list_pids(pid_t *pids, size_t max) {
     return n;
 }
 
-/* The inodes of the sockets listening on PORT, from /proc/net/tcp and tcp6. */
-static size_t listening(unsigned port, unsigned long *inos, size_t max) {
-    static const char *const files[] = {"/proc/net/tcp", "/proc/net/tcp6"};
+/* The inodes of the TCP sockets listening on @port that process @pid holds: each socket it has
+ * is copied with pidfd_getfd(2) and asked.  (Not /proc/net/tcp: with the load's tens of
+ * thousands of TIME_WAIT sockets, reading it takes long enough to slow the whole machine.) */
+static size_t listening(pid_t pid, unsigned port, unsigned long *inos, size_t max) {
+    char path[64], link[64];
     size_t n = 0;
-    char line[512];
-    for (size_t i = 0; i < 2; i++) {
-        FILE *f = fopen(files[i], "re");
-        if (f == NULL)
+    int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
+    DIR *d = pidfd < 0 ? NULL : opendir(path);
+    struct dirent *de;
+    while (d && (de = readdir(d)) != NULL && n < max) {
+        ssize_t len = readlinkat(dirfd(d), de->d_name, link, sizeof(link) - 1);
+        if (len <= 0 || strncmp(link, "socket:", 7) != 0)
             continue;
-        while (fgets(line, sizeof(line), f) && n < max) {
-            char local[64];
-            unsigned state, lport;
-            unsigned long ino;
-            if (sscanf(line, " %*d: %63s %*s %x %*s %*s %*s %*s %*s %lu", local, &state, &ino) != 3)
-                continue;
-            const char *colon = strrchr(local, ':');
-            if (colon && sscanf(colon + 1, "%x", &lport) == 1 && lport == port && state == 0x0A)
-                inos[n++] = ino;
-        }
-        fclose(f);
+        int fd = (int)syscall(SYS_pidfd_getfd, pidfd, atoi(de->d_name), 0);
+        int on = 0;
+        struct sockaddr_storage ss;
+        socklen_t olen = sizeof(on), slen = sizeof(ss);
+        if (fd < 0)
+            continue;
+        if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &on, &olen) == 0 && on &&
+            getsockname(fd, (struct sockaddr *)&ss, &slen) == 0 &&
+            (ss.ss_family == AF_INET || ss.ss_family == AF_INET6) &&
+            ntohs(((struct sockaddr_in *)&ss)->sin_port) == port)
+            inos[n++] = ready_socket_inode(fd);
+        close(fd);
     }
+    if (d)
+        closedir(d);
+    if (pidfd >= 0)
+        close(pidfd);
     return n;
 }
 
@@ -72,10 +86,10 @@ static int cmp_pid(const void *a, const void *b) {
 
 static bool new_accepting(const pid_t *old, size_t nold, unsigned port, const char *comm) {
     static pid_t pids[MAX_PIDS];
-    unsigned long inos[MAX_INOS];
-    bool seen[MAX_INOS] = {false};
-    size_t ninos = listening(port, inos, MAX_INOS), n = list_pids(pids, MAX_PIDS);
-    for (size_t i = 0; i < n && ninos; i++) {
+    size_t n = list_pids(pids, MAX_PIDS);
+    for (size_t i = 0; i < n; i++) {
+        unsigned long inos[MAX_INOS];
+        bool seen[MAX_INOS] = {false};
         char path[64], name[64] = "";
         if (bsearch(&pids[i], old, nold, sizeof(*old), cmp_pid))
             continue;
@@ -92,6 +106,7 @@ static bool new_accepting(const pid_t *old, size_t nold, unsigned port, const ch
             match = strncmp(c, name, len) == 0 && (c[len] == ',' || c[len] == '\0');
         if (!match)
             continue;
+        size_t ninos = listening(pids[i], port, inos, MAX_INOS);
         (void)ready_scan_process(pids[i], inos, ninos, seen);
         for (size_t k = 0; k < ninos; k++)
             if (seen[k])

@@ -98,21 +98,17 @@ cp "$HERE/servers/app.py" "$HERE/servers/server.js" "$W/"
 # The afdt serve line of each server (docs/SERVERS.md gives the same ones). LEGACY=1: for an afdt
 # without --stop-signal and --convention.
 afdt_line() {
-    if [ -n "$LEGACY" ]; then
-        case $1 in
-        lighttpd) echo "-- lighttpd -D -f $W/lighttpd-afdt.conf" ;;
-        nginx) echo "-- sh -c 'NGINX=\"3;\" exec nginx -c $W/nginx.conf -g \"daemon off;\"'" ;;
-        haproxy) echo "-- haproxy -db -f $W/haproxy-afdt.cfg" ;;
-        esac
-    fi
-    case $1 in
-    lighttpd) [ -z "$LEGACY" ] && echo "--stop-signal INT -- lighttpd -D -f $W/lighttpd-afdt.conf" ;;
-    nginx) [ -z "$LEGACY" ] && echo "--convention nginx --stop-signal QUIT -- nginx -c $W/nginx.conf -g 'daemon off;'" ;;
-    haproxy) [ -z "$LEGACY" ] && echo "--stop-signal USR1 -- haproxy -db -f $W/haproxy-afdt.cfg" ;;
-    gunicorn) echo "-- gunicorn -w 2 --chdir $W app:wsgi" ;;
-    uvicorn) echo "-- $PY -m uvicorn --fd 3 --app-dir $W app:asgi" ;;
-    node) echo "-- node $W/server.js" ;;
-    rollback) echo "-- sh $HERE/servers/release.sh" ;;
+    case ${LEGACY:+legacy-}$1 in
+    lighttpd) echo "--stop-signal INT -- lighttpd -D -f $W/lighttpd-afdt.conf" ;;
+    nginx) echo "--convention nginx --stop-signal QUIT -- nginx -c $W/nginx.conf -g 'daemon off;'" ;;
+    haproxy) echo "--stop-signal USR1 -- haproxy -db -f $W/haproxy-afdt.cfg" ;;
+    legacy-lighttpd) echo "-- lighttpd -D -f $W/lighttpd-afdt.conf" ;;
+    legacy-nginx) echo "-- sh -c 'NGINX=\"3;\" exec nginx -c $W/nginx.conf -g \"daemon off;\"'" ;;
+    legacy-haproxy) echo "-- haproxy -db -f $W/haproxy-afdt.cfg" ;;
+    *gunicorn) echo "-- gunicorn -w 2 --chdir $W app:wsgi" ;;
+    *uvicorn) echo "-- $PY -m uvicorn --fd 3 --app-dir $W app:asgi" ;;
+    *node) echo "-- node $W/server.js" ;;
+    *rollback) echo "-- sh $HERE/servers/release.sh" ;;
     esac
 }
 comm_of() {
