@@ -44,6 +44,13 @@ static int pidfd_pid(int pidfd) {
     return pid > 0 ? (int)pid : -ESRCH;
 }
 
+/* Whether the process @pidfd refers to is no longer the live process @pid.  A pidfd is readable
+ * once its process has exited, zombie or not. */
+static bool has_exited(int pidfd, int pid) {
+    struct pollfd p = {.fd = pidfd, .events = POLLIN, .revents = 0};
+    return pidfd_pid(pidfd) != pid || poll(&p, 1, 0) != 0;
+}
+
 /* A socket of the target, by its descriptor number there and its inode. */
 struct cand {
     int fd;
@@ -168,14 +175,17 @@ AFDT_EXPORT int afdt_take_listeners_pidfd(int pidfd, const char *const *names,
                    pid == -ESRCH ? "the process has exited" : "not a pidfd");
         goto out;
     }
+    /* A zombie's /proc/PID/fd is closed to all but root (EPERM): say what it is first. */
+    if (has_exited(pidfd, pid)) {
+        afdt__fail(&f, AFDT_NO_OPERATION, ESRCH, "the process has exited");
+        goto out;
+    }
     int ncands = list_sockets(pid, &cands, &f);
     if (ncands < 0)
         goto out;
     /* The list came from /proc/PID: it is that process's only if the pidfd still refers to
-     * a live process with that pid (else the pid may have been reused meanwhile).  A pidfd
-     * is readable once its process has exited, zombie or not. */
-    struct pollfd p = {.fd = pidfd, .events = POLLIN, .revents = 0};
-    if (pidfd_pid(pidfd) != pid || poll(&p, 1, 0) != 0) {
+     * a live process with that pid (else the pid may have been reused meanwhile). */
+    if (has_exited(pidfd, pid)) {
         afdt__fail(&f, AFDT_NO_OPERATION, ESRCH, "the process has exited");
         goto out;
     }

@@ -76,12 +76,19 @@ struct test_user {
  * exist yet (safe to call from tests running at the same time).  Not root, or no useradd on
  * this machine: skips the running test with a message (exit 77, never returns). */
 void test_user(const char *name, struct test_user *ret);
+/* For a test of a per-user kernel limit, which needs only some unprivileged user: as root the
+ * user @name (as test_user), else the user we are (running the suite unprivileged, as CI does
+ * a second time), for which drop_to_user only sets the limit.  Such tests share the user's
+ * count with every test running at the same time: name them "..._by_descriptor_limit", which
+ * runs them alone (RUN_SERIAL) and not under valgrind, which fakes the limit. */
+void test_user_or_self(const char *name, struct test_user *ret);
 /* Like test_user, but returns -1 (with the reason on stderr) instead of skipping, 0 when *@ret
  * is filled: for a test that can still check part of its promise without another user. */
 int test_user_try(const char *name, struct test_user *ret);
 /* In a forked child: when @nofile > 0 set RLIMIT_NOFILE to it (soft and hard; the soft limit
  * only under valgrind, which keeps the hard one to itself), then drop every
- * privilege to @u (setgroups, setgid, setuid) and check that root cannot be regained.  Fails
+ * privilege to @u (setgroups, setgid, setuid) and check that root cannot be regained (unless
+ * @u is the unprivileged user we already are, from test_user_or_self).  Fails
  * the test (exit 1) on any error, so a child that returns from it is @u and nothing more. */
 void drop_to_user(const struct test_user *u, unsigned nofile);
 /* fork(); the child drops to @u (as drop_to_user) and exits with fn(arg). */

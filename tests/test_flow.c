@@ -16,9 +16,10 @@
 #include "helpers.h"
 
 /* The kernel counts every descriptor a user has in flight (sent, not yet received) against
- * that user's RLIMIT_NOFILE, and fails sendmsg with ETOOMANYREFS past it; root is exempt.  So
- * these tests send as an unprivileged user, each with a user of its own: the count is per
- * user, across every process and test running at the same time. */
+ * the sender's RLIMIT_NOFILE, and fails sendmsg with ETOOMANYREFS past it; root is exempt.  So
+ * these tests send as an unprivileged user: as root, a user of each test's own; run unprivileged
+ * (CI's second run), the user we are.  The count is per user, across every process and test
+ * running at the same time: the names ending in "by_descriptor_limit" make them run alone. */
 #define SET_N 1500
 #define SENDER_NOFILE 2048
 #define SMALL_NOFILE 512
@@ -164,7 +165,7 @@ static int late_client(void *arg) {
 
 TEST(two_named_sets_of_1500_arrive_though_capped_by_descriptor_limit) {
     struct test_user u;
-    test_user("afdt-test-flow1", &u);
+    test_user_or_self("afdt-test-flow1", &u);
     struct served s = {user_tmp_path(&u, "two"), {-1, -1}, 0, 0};
     pid_t server = start_server(&s, &u, SENDER_NOFILE, serve_two);
     pid_t a = spawn(late_client, (void *)s.path), b = spawn(late_client, (void *)s.path);
@@ -198,7 +199,7 @@ static int late_receiver(void *arg) {
 
 TEST(two_blocking_sends_of_1500_arrive_though_capped_by_descriptor_limit) {
     struct test_user u;
-    test_user("afdt-test-flow2", &u);
+    test_user_or_self("afdt-test-flow2", &u);
     int a[2], b[2];
     make_pair(a);
     make_pair(b);
@@ -299,7 +300,7 @@ static int eager_receiver(void *arg) {
 
 TEST(named_set_send_waits_out_etoomanyrefs_capped_by_descriptor_limit) {
     struct test_user u;
-    test_user("afdt-test-flow3", &u);
+    test_user_or_self("afdt-test-flow3", &u);
     int sv[2];
     make_pair(sv);
     pid_t rx = spawn(eager_receiver, &sv[1]);
@@ -327,7 +328,7 @@ static int eager_client(void *arg) {
 
 TEST(server_named_set_waits_out_etoomanyrefs_capped_by_descriptor_limit) {
     struct test_user u;
-    test_user("afdt-test-flow4", &u);
+    test_user_or_self("afdt-test-flow4", &u);
     struct served s = {user_tmp_path(&u, "pressed"), {-1, -1}, 0, 0};
     pid_t server = start_server(&s, &u, SMALL_NOFILE + SET_N, serve_under_pressure);
     pid_t client = spawn(eager_client, (void *)s.path);

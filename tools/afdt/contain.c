@@ -95,6 +95,11 @@ int contain_init(bool cgroups, char *how, size_t size) {
             snprintf(cg_base_path, sizeof(cg_base_path), "%s%s", mnt, strcmp(own, "/") ? own : "");
         if (len > 0 && (size_t)len < sizeof(cg_base_path))
             cg_base = open(cg_base_path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        /* A group we may not make groups in (not root, nothing delegated to us) is none. */
+        if (cg_base >= 0 && faccessat(cg_base, ".", W_OK, AT_EACCESS) < 0) {
+            close(cg_base);
+            cg_base = -1;
+        }
         snprintf(cg_own, sizeof(cg_own), "%s", strcmp(own, "/") ? own : "");
     }
     if (cg_base >= 0) {
