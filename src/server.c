@@ -97,6 +97,8 @@ static void accept_resume(struct afdt__server *srv) {
     }
     report_new(srv, AFDT_ACCEPT_CLIENT, AFDT_EVENT_ADD, errno,
                "could not resume accepting connections; trying again shortly");
+    if (srv->closed) /* by the error handler */
+        return;
     struct timeval tv = {0, ACCEPT_PAUSE_US};
     if (event_add(srv->resume_ev, &tv) < 0)
         report_new(srv, AFDT_ACCEPT_CLIENT, AFDT_EVENT_ADD, errno,
@@ -462,5 +464,8 @@ void afdt__server_on_accept(evutil_socket_t lfd, short what, void *arg) {
 void afdt__server_on_resume(evutil_socket_t fd, short what, void *arg) {
     (void)fd;
     (void)what;
-    accept_resume(arg);
+    struct afdt__server *srv = arg;
+    srv->refs++; /* the error handler may close the server */
+    accept_resume(srv);
+    afdt__server_unref(srv);
 }

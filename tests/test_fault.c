@@ -1537,3 +1537,48 @@ TEST(async_answer_already_there_is_taken_even_with_a_zero_timeout) {
 TEST(async_answer_not_there_yet_is_waited_for_through_epoll) {
     CHECK_INT(async_exchange_counting_epoll_adds(100, (struct timeval){5, 0}), ==, 1);
 }
+
+/* ---------------------------------------------------------------------------
+ * Handlers that close the server at the worst moment.
+ * ------------------------------------------------------------------------- */
+
+static void *closing_handle;
+
+/* Closes the server when told it cannot resume accepting. */
+static void close_when_resume_fails(const struct afdt_error_t *e, void *ud) {
+    (void)ud;
+    if (e->operation == AFDT_EVENT_ADD && closing_handle) {
+        CHECK_INT(afdt_close_server(closing_handle), ==, 0);
+        closing_handle = NULL;
+    }
+}
+
+/* Out of descriptors with a client waiting, the server pauses accepting; the
+ * timer that ends the pause cannot add the accept event back (the second
+ * event_add: the first armed the timer) and tells the error handler, which
+ * closes the server.  Nothing of the server may be touched after that (ASan
+ * sees the use after free). */
+TEST(error_handler_closing_the_server_when_accepting_cannot_resume) {
+    struct event_base *eb = event_base_new();
+    CHECK(eb != NULL);
+    const char *path = tmp_path("resume");
+    CHECK_INT(afdt_create_server(path, eb, s1_request, NULL, close_when_resume_fails,
+                                 &closing_handle, NULL),
+              >=, 0);
+    int client = __real_socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    CHECK(client >= 0);
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+    snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path);
+    CHECK_INT(__real_connect(client, (struct sockaddr *)&sun, sizeof(sun)), ==, 0);
+    also = (struct fault){CALL_accept4, 1, EMFILE};
+    arm = (struct fault){CALL_event_add, 2, ENOMEM};
+    atomic_store(&counting, true);
+    struct timeval limit = {5, 0};
+    event_base_loopexit(eb, &limit);
+    CHECK_INT(event_base_dispatch(eb), ==, 0);
+    atomic_store(&counting, false);
+    CHECK(atomic_load(&fired));
+    CHECK(closing_handle == NULL);
+    close(client);
+    event_base_free(eb);
+}
