@@ -222,8 +222,10 @@ static void conn_defer(struct conn *c, const struct afdt_reply *reply,
     p->reply = *reply;
     p->reply.content = p->content;
     p->reply.fds = p->fds;
-    memcpy(p->content, reply->content, reply->content_length);
-    memcpy(p->fds, reply->fds, sizeof(int) * reply->nfds);
+    if (reply->content_length) /* content may be NULL when empty */
+        memcpy(p->content, reply->content, reply->content_length);
+    if (reply->nfds)
+        memcpy(p->fds, reply->fds, sizeof(int) * reply->nfds);
     p->named = reply->named != NULL;
     if (p->named) {
         if (afdt__named_out_init(&p->named_out, p->content, reply->content_length, reply->named,

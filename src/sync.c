@@ -189,6 +189,8 @@ static int sync_client_ex(const char *fname, const uint8_t *request, uint32_t re
     return 0;
 fail:
     afdt__close(sock);
+    if (nfds) /* as afdt_recv_fds_msg(): nothing received */
+        *nfds = 0;
     return afdt__report(err, AFDT__KEEP_PHASE, &f);
 }
 

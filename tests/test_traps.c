@@ -1,0 +1,108 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+/* What the calls leave behind on failure, and replies at the edges of what the header allows. */
+#include <errno.h>
+#include <event2/event.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include "afdt.h"
+#include "harness.h"
+
+TEST(sync_client_ex_leaves_nfds_0_on_failure) {
+    int fds[4] = {-1, -1, -1, -1};
+    uint8_t resp[16];
+    /* Nobody there: the connect fails. */
+    uint32_t len = sizeof(resp), nfds = 4;
+    CHECK_INT(afdt_sync_client_ex(tmp_path("nobody"), (const uint8_t *)"q", 1, resp, &len, fds,
+                                  &nfds, NULL, NULL, NULL, NULL),
+              <, 0);
+    CHECK_INT(nfds, ==, 0);
+    /* A listener that never answers: the exchange times out. */
+    const char *path = tmp_path("silent");
+    int l = afdt_listen(path, NULL);
+    CHECK(l >= 0);
+    struct timeval tv = {0, 100 * 1000};
+    len = sizeof(resp);
+    nfds = 4;
+    CHECK_INT(afdt_sync_client_ex(path, (const uint8_t *)"q", 1, resp, &len, fds, &nfds, NULL, NULL,
+                                  &tv, NULL),
+              <, 0);
+    CHECK_INT(errno, ==, ETIMEDOUT);
+    CHECK_INT(nfds, ==, 0);
+    close(l);
+}
+
+/* The server child: answers with a named set of one descriptor and no
+ * content at all (content NULL, which the header allows when empty). */
+static int answer_named_without_content(const struct afdt_peer *peer, const uint8_t *req,
+                                        uint32_t req_len, struct afdt_reply *reply, void *ud) {
+    (void)peer, (void)req, (void)req_len;
+    static struct afdt_named_fd set[1];
+    snprintf(set[0].name, sizeof(set[0].name), "one");
+    set[0].fd = *(int *)ud;
+    reply->content = NULL;
+    reply->content_length = 0;
+    reply->named = set;
+    reply->nnamed = 1;
+    return 0;
+}
+
+static void ignore_error(const struct afdt_error_t *err, void *ud) {
+    (void)err, (void)ud;
+}
+
+struct serve_cfg {
+    const char *path;
+    int ready;
+};
+
+static int serve_named(void *arg) {
+    struct serve_cfg *cfg = arg;
+    struct event_base *eb = event_base_new();
+    CHECK(eb != NULL);
+    int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    CHECK(fd >= 0);
+    struct afdt_server_options o = {0};
+    o.size = sizeof(o);
+    o.request_handler = answer_named_without_content;
+    o.error_handler = ignore_error;
+    o.userdata = &fd;
+    CHECK_INT(afdt_create_server_ex(cfg->path, eb, &o, NULL), >=, 0);
+    CHECK_INT(write(cfg->ready, "r", 1), ==, 1);
+    event_base_dispatch(eb);
+    return 0;
+}
+
+TEST(server_sends_a_named_set_whose_content_is_null_and_empty) {
+    const char *path = tmp_path("named");
+    int p[2];
+    CHECK_INT(pipe2(p, O_CLOEXEC), ==, 0);
+    struct serve_cfg cfg = {path, p[1]};
+    pid_t pid = spawn(serve_named, &cfg);
+    close(p[1]);
+    char c;
+    CHECK_INT(read(p[0], &c, 1), ==, 1);
+    close(p[0]);
+    uint8_t resp[16];
+    uint32_t len = sizeof(resp), nfds = 0, nnamed = 0;
+    struct afdt_named_fd *named = NULL;
+    struct timeval tv = {10, 0};
+    CHECK_INT(afdt_sync_client_ex(path, (const uint8_t *)"q", 1, resp, &len, NULL, &nfds, &named,
+                                  &nnamed, &tv, NULL),
+              ==, 0);
+    CHECK_INT(len, ==, 0);
+    CHECK_INT(nnamed, ==, 1);
+    CHECK_STR(named[0].name, "one");
+    afdt_named_fds_free(named, nnamed, 1);
+    /* Still serving: under UBSan the memcpy from NULL killed it. */
+    len = sizeof(resp);
+    CHECK_INT(afdt_sync_client_ex(path, (const uint8_t *)"q", 1, resp, &len, NULL, &nfds, &named,
+                                  &nnamed, &tv, NULL),
+              ==, 0);
+    afdt_named_fds_free(named, nnamed, 1);
+    kill(pid, SIGKILL);
+    wait_exit(pid);
+}
