@@ -14,7 +14,9 @@
  * raises SIGPIPE.  The only process-wide state is the closer thread's queue
  * (below), which is locked: the low-level and synchronous calls may run on
  * many threads at once; an event_base and the servers and clients on it
- * belong to the thread that runs its loop.
+ * belong to the thread that runs its loop.  afdt_listen_fds() (with
+ * unset_env) and afdt_get_listeners() change the environment, which no other
+ * thread may use meanwhile.
  *
  * Descriptors from a peer that the library drops (beyond a receiver's room,
  * with a failed frame, sent with a request to a server) are closed without
@@ -525,7 +527,8 @@ struct afdt_response {
  * NULL; then *ret_named and *ret_nnamed are set, or NULL and 0 for a plain
  * response).  Fails as afdt_sync_client() and afdt_recv_named_fds(); more
  * descriptors than *nfds is AFDT_FORMAT (EMSGSIZE); a named set while
- * @ret_named is NULL is AFDT_FORMAT.  On failure no descriptor is left open.
+ * @ret_named is NULL is AFDT_FORMAT.  On failure no descriptor is left open
+ * and *nfds is 0.
  */
 AFDT_EXPORT int afdt_sync_client_ex(const char *fname, const uint8_t *request,
                                     uint32_t request_length, uint8_t *response,
@@ -673,7 +676,10 @@ AFDT_EXPORT int afdt_check_spec(int fd, const char *spec, struct afdt_error_t *e
  * Returns the count (0 when the variables are absent or for another process;
  * then *ret_set is NULL) and sets *ret_set to a malloc'd array the caller
  * owns (afdt_named_fds_free()).  Fails with AFDT_FORMAT (EINVAL) for
- * malformed variables, or AFDT_MALLOC.
+ * malformed variables, or AFDT_MALLOC; a failure closes no descriptor (which
+ * of 3.. are the program's is then unknown), as sd_listen_fds(3).  With
+ * @unset_env it modifies the environment: not to be called while another
+ * thread may read or change it (getenv, setenv).
  */
 AFDT_EXPORT int afdt_listen_fds(int unset_env, struct afdt_named_fd **ret_set,
                                 struct afdt_error_t *err);
@@ -692,7 +698,8 @@ AFDT_EXPORT int afdt_listen_fds(int unset_env, struct afdt_named_fd **ret_set,
  * @specs[i]: taken from socket activation (LISTEN_FDS, matched by name, else
  * the first unclaimed one that matches the spec, since systemd names sockets
  * after their unit unless FileDescriptorName= is set; the variables are then
- * removed from the environment), else from a running predecessor serving a
+ * removed from the environment, so no other thread may read or change the
+ * environment during the call), else from a running predecessor serving a
  * named set at @predecessor (if not NULL; asked AFDT_LISTENERS_REQUEST with
  * @timeout), else opened with afdt_open_spec().  Every socket taken over is
  * checked against its spec first.  Descriptors passed or sent that no name

@@ -172,7 +172,6 @@ AFDT_EXPORT int afdt_listen_fds(int unset_env, struct afdt_named_fd **ret_set,
     const char *pid_s = getenv("LISTEN_PID"), *n_s = getenv("LISTEN_FDS");
     const char *names = getenv("LISTEN_FDNAMES");
     int n = 0;
-    long passed_count = 0; /* descriptors 3.. that are ours, once known */
     char *end;
 
     if (ret_set == NULL) {
@@ -195,7 +194,6 @@ AFDT_EXPORT int afdt_listen_fds(int unset_env, struct afdt_named_fd **ret_set,
         afdt__fail(&f, AFDT_FORMAT, EINVAL, "LISTEN_FDS is not a count");
         goto fail;
     }
-    passed_count = count;
     set = calloc((size_t)count + 1, sizeof(*set));
     if (set == NULL) {
         afdt__fail(&f, AFDT_MALLOC, ENOMEM, "");
@@ -239,9 +237,9 @@ done:
     return n;
 fail:
     free(set);
-    /* They were passed to us, and nobody else will take them now. */
-    for (long i = 0; i < passed_count; i++)
-        afdt__close((int)(3 + i));
+    /* Nothing is closed: variables that lie or are malformed do not tell which
+     * of descriptors 3.. are ours to close (they may be the program's own),
+     * as sd_listen_fds(3) does. */
     if (unset_env) {
         unsetenv("LISTEN_PID");
         unsetenv("LISTEN_FDS");

@@ -106,3 +106,35 @@ TEST(server_sends_a_named_set_whose_content_is_null_and_empty) {
     kill(pid, SIGKILL);
     wait_exit(pid);
 }
+
+/* In a child holding only descriptors 0-2 and two files at 3 and 4: whatever
+ * the activation variables say, a failing afdt_listen_fds() closes neither. */
+static int listen_fds_with(void *arg) {
+    const char *const *vars = arg;
+    for (int fd = 3; fd < 1024; fd++)
+        close(fd);
+    int a = open("/dev/null", O_RDONLY), b = open("/dev/null", O_RDONLY);
+    CHECK_INT(a, ==, 3);
+    CHECK_INT(b, ==, 4);
+    char pid[16];
+    snprintf(pid, sizeof(pid), "%d", (int)getpid());
+    setenv("LISTEN_PID", pid, 1);
+    setenv("LISTEN_FDS", vars[0], 1);
+    if (vars[1])
+        setenv("LISTEN_FDNAMES", vars[1], 1);
+    struct afdt_named_fd *set = NULL;
+    CHECK_INT(afdt_listen_fds(1, &set, NULL), <, 0);
+    CHECK(set == NULL);
+    CHECK_INT(fcntl(3, F_GETFD), >=, 0);
+    CHECK_INT(fcntl(4, F_GETFD), >=, 0);
+    return 0;
+}
+
+TEST(listen_fds_closes_nothing_when_the_variables_lie_or_are_malformed) {
+    static const char *const lying[] = {"3", NULL};           /* 5 is not open */
+    static const char *const malformed[] = {"2", "only-one"}; /* two fds, one name */
+    static const char *const overlong[] = {"2", "a:b:c"};     /* three names */
+    const char *const *cases[] = {lying, malformed, overlong};
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        CHECK_INT(wait_exit(spawn(listen_fds_with, (void *)cases[i])), ==, 0);
+}
