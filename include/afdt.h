@@ -676,8 +676,9 @@ AFDT_EXPORT int afdt_check_spec(int fd, const char *spec, struct afdt_error_t *e
  * Returns the count (0 when the variables are absent or for another process;
  * then *ret_set is NULL) and sets *ret_set to a malloc'd array the caller
  * owns (afdt_named_fds_free()).  Fails with AFDT_FORMAT (EINVAL) for
- * malformed variables, or AFDT_MALLOC; a failure closes no descriptor (which
- * of 3.. are the program's is then unknown), as sd_listen_fds(3).  With
+ * malformed variables or a descriptor that is not open, closing none (which
+ * of 3.. are the program's is then unknown, as with sd_listen_fds(3)), or
+ * with AFDT_MALLOC, closing the descriptors passed (checked first).  With
  * @unset_env it modifies the environment: not to be called while another
  * thread may read or change it (getenv, setenv).
  */

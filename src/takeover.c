@@ -165,6 +165,38 @@ AFDT_EXPORT int afdt_check_spec(int fd, const char *spec, struct afdt_error_t *e
     return check_parsed(fd, &sp, err);
 }
 
+/* Read LISTEN_FDNAMES (@names, may be NULL) for @count descriptors from 3:
+ * with @set NULL only check it and that each descriptor is open; else fill
+ * @set and make each descriptor close-on-exec. */
+static int read_names(const char *names, long count, struct afdt_named_fd *set,
+                      struct afdt__fail *f) {
+    const char *p = names;
+    for (long i = 0; i < count; i++) {
+        int fd = (int)(3 + i);
+        size_t len = 0;
+        if (p) {
+            const char *colon = strchr(p, ':');
+            len = colon ? (size_t)(colon - p) : strlen(p);
+            if (len > AFDT_NAME_MAX || (colon == NULL && i + 1 < count) ||
+                (colon && i + 1 == count))
+                return afdt__fail(f, AFDT_FORMAT, EINVAL,
+                                  "LISTEN_FDNAMES does not name LISTEN_FDS descriptors");
+            if (set)
+                memcpy(set[i].name, p, len);
+            p = colon ? colon + 1 : NULL;
+        }
+        if (set == NULL ? fcntl(fd, F_GETFD) < 0 : fcntl(fd, F_SETFD, FD_CLOEXEC) < 0)
+            return afdt__fail(f, AFDT_FORMAT, errno,
+                              "LISTEN_FDS names a descriptor that is not open");
+        if (set) {
+            set[i].fd = fd;
+            if (len == 0)
+                strcpy(set[i].name, "unknown");
+        }
+    }
+    return 0;
+}
+
 AFDT_EXPORT int afdt_listen_fds(int unset_env, struct afdt_named_fd **ret_set,
                                 struct afdt_error_t *err) {
     struct afdt__fail f;
@@ -172,6 +204,7 @@ AFDT_EXPORT int afdt_listen_fds(int unset_env, struct afdt_named_fd **ret_set,
     const char *pid_s = getenv("LISTEN_PID"), *n_s = getenv("LISTEN_FDS");
     const char *names = getenv("LISTEN_FDNAMES");
     int n = 0;
+    long owned = 0; /* descriptors 3.. to close on failure */
     char *end;
 
     if (ret_set == NULL) {
@@ -194,34 +227,20 @@ AFDT_EXPORT int afdt_listen_fds(int unset_env, struct afdt_named_fd **ret_set,
         afdt__fail(&f, AFDT_FORMAT, EINVAL, "LISTEN_FDS is not a count");
         goto fail;
     }
+    /* Check everything before taking anything: variables that lie or are
+     * malformed do not tell which of descriptors 3.. are ours, and those may
+     * be the program's own, so such a failure closes nothing (as
+     * sd_listen_fds(3)). */
+    if (read_names(names, count, NULL, &f) < 0)
+        goto fail;
     set = calloc((size_t)count + 1, sizeof(*set));
     if (set == NULL) {
         afdt__fail(&f, AFDT_MALLOC, ENOMEM, "");
+        owned = count; /* checked: they are ours, and nobody else will take them */
         goto fail;
     }
-    const char *p = names;
-    for (long i = 0; i < count; i++) {
-        set[i].fd = (int)(3 + i);
-        size_t len = 0;
-        if (p) {
-            const char *colon = strchr(p, ':');
-            len = colon ? (size_t)(colon - p) : strlen(p);
-            if (len > AFDT_NAME_MAX || (colon == NULL && i + 1 < count) ||
-                (colon && i + 1 == count)) {
-                afdt__fail(&f, AFDT_FORMAT, EINVAL,
-                           "LISTEN_FDNAMES does not name LISTEN_FDS descriptors");
-                goto fail;
-            }
-            memcpy(set[i].name, p, len);
-            p = colon ? colon + 1 : NULL;
-        }
-        if (len == 0)
-            strcpy(set[i].name, "unknown");
-        if (fcntl(set[i].fd, F_SETFD, FD_CLOEXEC) < 0) {
-            afdt__fail(&f, AFDT_FORMAT, errno, "LISTEN_FDS names a descriptor that is not open");
-            goto fail;
-        }
-    }
+    if (read_names(names, count, set, &f) < 0)
+        goto fail;
     n = (int)count;
 done:
     if (unset_env) {
@@ -237,9 +256,8 @@ done:
     return n;
 fail:
     free(set);
-    /* Nothing is closed: variables that lie or are malformed do not tell which
-     * of descriptors 3.. are ours to close (they may be the program's own),
-     * as sd_listen_fds(3) does. */
+    for (long i = 0; i < owned; i++)
+        afdt__close((int)(3 + i));
     if (unset_env) {
         unsetenv("LISTEN_PID");
         unsetenv("LISTEN_FDS");
