@@ -211,7 +211,15 @@ typedef void (*afdt_response_handler_t)(const uint8_t *response, uint32_t respon
 /**
  * Server callback run after a response was sent and before control returns to
  * the loop; @sent_fd is what the request handler returned (a typical post
- * handler closes it).
+ * handler closes it).  As in libafdt 0.1, it runs only once the response is
+ * sent: when the exchange fails after the request handler ran (the client
+ * went away, the send failed or waited past the connection's deadline, the
+ * connection was dropped to make room), the error handler is told instead
+ * and @sent_fd stays the program's, unclosed.  A program that hands out a
+ * descriptor made for one exchange, and must release it whatever happens,
+ * uses afdt_create_server_ex(), whose post handler runs in every case with
+ * the outcome.  (Calling this one on a failure would tell a server that its
+ * descriptor was handed over when it was not.)
  */
 typedef void (*afdt_post_handler_t)(const uint8_t *request, uint32_t request_length,
                                     const uint8_t *response, uint32_t response_length, int sent_fd,
