@@ -37,6 +37,21 @@ AFDT_HIDDEN int afdt__report(struct afdt_error_t *err, enum afdt_phase phase,
  * even when close reports EINTR). */
 AFDT_HIDDEN void afdt__close(int fd);
 
+/* Owned descriptors, systemd's way: a variable declared
+ * "_cleanup_close_ int fd = -1;" is closed (afdt__close) on every way out of
+ * its scope, unless ownership was handed on with "return TAKE_FD(fd);",
+ * which leaves -1 behind. */
+static inline void afdt__closep(const int *fd) {
+    afdt__close(*fd);
+}
+#define _cleanup_close_ __attribute__((cleanup(afdt__closep)))
+static inline int afdt__take_fd(int *fd) {
+    int taken = *fd;
+    *fd = -1;
+    return taken;
+}
+#define TAKE_FD(fd) afdt__take_fd(&(fd))
+
 /* --- closer.c: descriptors from a peer ------------------------------------ */
 
 /* Close a descriptor that came from a peer (@fd < 0: nothing) without

@@ -44,13 +44,11 @@ int afdt__socket(int flags, struct afdt__fail *f) {
 }
 
 int afdt__listen_addr(const struct afdt__addr *a, int flags, unsigned mode, struct afdt__fail *f) {
-    int fd = afdt__socket(flags, f);
+    _cleanup_close_ int fd = afdt__socket(flags, f);
     if (fd < 0)
         return -1;
-    if (bind(fd, (const struct sockaddr *)&a->sun, a->len) < 0) {
-        afdt__fail(f, AFDT_BIND, errno, "");
-        goto fail;
-    }
+    if (bind(fd, (const struct sockaddr *)&a->sun, a->len) < 0)
+        return afdt__fail(f, AFDT_BIND, errno, "");
     /* Between bind and listen nobody can connect yet, so the mode is in
      * force before the first peer can reach us. */
     if (mode && !a->abstract && chmod(a->sun.sun_path, (mode_t)mode) < 0) {
@@ -61,13 +59,11 @@ int afdt__listen_addr(const struct afdt__addr *a, int flags, unsigned mode, stru
         afdt__fail(f, AFDT_LISTEN, errno, "");
         goto fail_unlink;
     }
-    return fd;
+    return TAKE_FD(fd);
 fail_unlink:
     /* We created the file a moment ago; nobody else can be using it. */
     if (!a->abstract)
         (void)unlink(a->sun.sun_path);
-fail:
-    afdt__close(fd);
     return -1;
 }
 
@@ -200,16 +196,15 @@ AFDT_EXPORT int afdt_connect(const char *fname, struct afdt_error_t *err) {
     struct afdt__addr a;
     if (afdt__addr_parse(fname, &a, &f) < 0)
         return afdt__report(err, AFDT__KEEP_PHASE, &f);
-    int fd = afdt__socket(0, &f);
+    _cleanup_close_ int fd = afdt__socket(0, &f);
     if (fd < 0)
         return afdt__report(err, AFDT__KEEP_PHASE, &f);
     int r = afdt__connect_once(fd, &a);
     if (r < 0) {
-        afdt__close(fd);
         afdt__fail(&f, AFDT_CONNECT, -r, "");
         return afdt__report(err, AFDT__KEEP_PHASE, &f);
     }
-    return fd;
+    return TAKE_FD(fd);
 }
 
 /* Whether two local addresses name the same place. */
