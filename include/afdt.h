@@ -459,6 +459,31 @@ AFDT_EXPORT int afdt_create_server_ex(const char *fname, struct event_base *eb,
                                       const struct afdt_server_options *opts,
                                       void **out_close_handle);
 
+/** afdt_close_server_ex() flag: end the exchanges in flight now instead of
+ * letting them finish. */
+#define AFDT_CLOSE_ABORT 0x1u
+
+/** Called once a closed server has nothing left in its loop. */
+typedef void (*afdt_close_done_t)(void *userdata);
+
+/**
+ * afdt_close_server() that also says when the server is gone.  Stops
+ * accepting and closes the listening socket; with AFDT_CLOSE_ABORT, every
+ * exchange in flight ends at the loop's next turn (its client's connection is
+ * closed; the error handler is told, phase AFDT_HANDLE_REQUEST, operation
+ * AFDT_NO_OPERATION, ECANCELED; an extended post handler runs with
+ * ECANCELED; a 2009 post handler does not run, its descriptor stays the
+ * program's), else they finish as with afdt_close_server().  Then, once the
+ * server holds no event in the loop and its memory is freed, @done (if not
+ * NULL) is called once with @userdata: from inside this call when nothing was
+ * in flight, else from the loop.  It may free what the handlers used; free the
+ * event_base itself only after its loop returned.  May be called from inside
+ * any of the server's callbacks.  Returns 0, or -1 with EINVAL for a NULL or
+ * closed handle or an unknown flag (then nothing is done).
+ */
+AFDT_EXPORT int afdt_close_server_ex(void *close_handle, unsigned flags, afdt_close_done_t done,
+                                     void *userdata);
+
 /* ---------------------------------------------------------------------------
  * Named descriptor sets: any number of descriptors, each with a name, sent as
  * a sequence of frames: offered, asked for by the receiver, sent a few

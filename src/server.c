@@ -68,10 +68,14 @@ static void report_new(struct afdt__server *srv, enum afdt_phase phase, enum afd
 void afdt__server_unref(struct afdt__server *srv) {
     if (--srv->refs > 0)
         return;
+    afdt_close_done_t done = srv->on_done;
+    void *done_userdata = srv->done_userdata;
     event_free(srv->accept_ev);
     event_free(srv->resume_ev);
     free(srv->allowed_uids);
     free(srv);
+    if (done) /* nothing of the server is left in the loop */
+        done(done_userdata);
 }
 
 /* Stop accepting for ACCEPT_PAUSE_US, or until a connection closes.  Without
@@ -165,7 +169,9 @@ static void conn_arm(struct conn *c, short what) {
                          .tv_usec = (suseconds_t)(left % 1000000)};
     event_del(&c->ev);
     event_assign(&c->ev, c->srv->eb, c->sock, what, on_conn, c);
-    if (event_add(&c->ev, &tv) < 0) {
+    if (c->srv->aborting) /* the server was closed meanwhile: end at the next turn */
+        event_active(&c->ev, EV_TIMEOUT, 0);
+    else if (event_add(&c->ev, &tv) < 0) {
         struct afdt__fail f;
         afdt__fail(&f, AFDT_EVENT_ADD, errno, "");
         conn_end(c, &f);
@@ -181,7 +187,9 @@ static void conn_pause(struct conn *c, int64_t pause_us) {
                          .tv_usec = (suseconds_t)(wait % 1000000)};
     event_del(&c->ev);
     event_assign(&c->ev, c->srv->eb, -1, 0, on_conn, c);
-    if (event_add(&c->ev, &tv) < 0) {
+    if (c->srv->aborting)
+        event_active(&c->ev, EV_TIMEOUT, 0);
+    else if (event_add(&c->ev, &tv) < 0) {
         struct afdt__fail f;
         afdt__fail(&f, AFDT_EVENT_ADD, errno, "");
         conn_end(c, &f);
@@ -318,7 +326,11 @@ static void conn_read(struct conn *c) {
 
 static void on_conn(evutil_socket_t sock, short what, void *arg) {
     struct conn *c = arg;
-    if (sock < 0 && afdt__now_us() < c->deadline_us) { /* the end of a pause (conn_pause) */
+    if (c->srv->aborting) {
+        struct afdt__fail f;
+        afdt__fail(&f, AFDT_NO_OPERATION, ECANCELED, "server closed: exchange aborted");
+        conn_end(c, &f);
+    } else if (sock < 0 && afdt__now_us() < c->deadline_us) { /* the end of a pause (conn_pause) */
         conn_write(c);
     } else if (what & EV_TIMEOUT) {
         struct afdt__fail f;
@@ -461,6 +473,14 @@ void afdt__server_on_accept(evutil_socket_t lfd, short what, void *arg) {
         srv->full_wakeups = 0;
     }
     afdt__server_unref(srv);
+}
+
+void afdt__server_abort_all(struct afdt__server *srv) {
+    srv->aborting = true;
+    struct afdt__conn_list *lists[2] = {&srv->waiting, &srv->answering};
+    for (int i = 0; i < 2; i++)
+        for (struct conn *c = lists[i]->oldest; c; c = c->next)
+            event_active(&c->ev, EV_TIMEOUT, 0);
 }
 
 void afdt__server_on_resume(evutil_socket_t fd, short what, void *arg) {

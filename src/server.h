@@ -44,6 +44,9 @@ struct afdt__server {
      * them, and the memory goes when the last is gone. */
     unsigned refs;
     bool closed;
+    bool aborting;             /* afdt_close_server_ex(AFDT_CLOSE_ABORT): end every exchange */
+    afdt_close_done_t on_done; /* once the memory is gone */
+    void *done_userdata;
     bool paused;
     bool keep_file;
     /* The socket file we bound, to remove on close if it is still ours. */
@@ -54,6 +57,8 @@ struct afdt__server {
 
 /* Drop one reference; the last one frees the server. */
 AFDT_HIDDEN void afdt__server_unref(struct afdt__server *srv);
+/* Have every open connection end at the loop's next turn, with ECANCELED. */
+AFDT_HIDDEN void afdt__server_abort_all(struct afdt__server *srv);
 /* libevent callbacks: the listening socket is readable; the accept pause is over. */
 AFDT_HIDDEN void afdt__server_on_accept(evutil_socket_t lfd, short what, void *arg);
 AFDT_HIDDEN void afdt__server_on_resume(evutil_socket_t fd, short what, void *arg);

@@ -167,12 +167,21 @@ static void remove_own_file(struct afdt__server *srv) {
 }
 
 AFDT_EXPORT int afdt_close_server(void *close_handle) {
+    return afdt_close_server_ex(close_handle, 0, NULL, NULL);
+}
+
+AFDT_EXPORT int afdt_close_server_ex(void *close_handle, unsigned flags, afdt_close_done_t done,
+                                     void *userdata) {
     struct afdt__server *srv = close_handle;
-    if (srv == NULL || srv->closed) {
+    if (srv == NULL || srv->closed || (flags & ~AFDT_CLOSE_ABORT)) {
         errno = EINVAL;
         return -1;
     }
     srv->closed = true;
+    srv->on_done = done;
+    srv->done_userdata = userdata;
+    if (flags & AFDT_CLOSE_ABORT)
+        afdt__server_abort_all(srv);
     event_del(srv->accept_ev);
     event_del(srv->resume_ev);
     /* Unlink before close: once closed, the name could be taken by another
