@@ -177,3 +177,111 @@ TEST(close_server_ex_refuses_unknown_flags_and_null) {
     CHECK_INT(st.done_calls, ==, 1);
     finish(&st);
 }
+
+/* ---------------------------------------------------------------------------
+ * Closing from inside each callback, 2009 and extended servers alike, waiting
+ * for the exchange or aborting it: nothing of the server may be used after
+ * (ASan), and the done callback comes once.
+ * ------------------------------------------------------------------------- */
+
+enum where { IN_REQUEST, IN_POST, IN_ERROR, IN_AUTHORIZE, N_WHERE };
+
+struct closer_state {
+    void *handle;
+    enum where where;
+    unsigned flags;
+    int done_calls;
+};
+
+static void closer_done(void *ud) {
+    ((struct closer_state *)ud)->done_calls++;
+}
+
+static void close_here(struct closer_state *cs, enum where w) {
+    if (cs->where == w && cs->handle) {
+        CHECK_INT(afdt_close_server_ex(cs->handle, cs->flags, closer_done, cs), ==, 0);
+        cs->handle = NULL;
+    }
+}
+
+static int request_2009(const uint8_t *req, uint32_t len, uint8_t *resp, uint32_t *resp_len,
+                        void *ud) {
+    (void)req, (void)len;
+    close_here(ud, IN_REQUEST);
+    memcpy(resp, "ok", 2);
+    *resp_len = 2;
+    return -1;
+}
+
+static void post_2009(const uint8_t *req, uint32_t len, const uint8_t *resp, uint32_t resp_len,
+                      int fd, void *ud) {
+    (void)req, (void)len, (void)resp, (void)resp_len, (void)fd;
+    close_here(ud, IN_POST);
+}
+
+static void error_any(const struct afdt_error_t *e, void *ud) {
+    (void)e;
+    close_here(ud, IN_ERROR);
+}
+
+static int authorize_ex(const struct afdt_peer *peer, void *ud) {
+    (void)peer;
+    close_here(ud, IN_AUTHORIZE);
+    return 1;
+}
+
+static int request_ex(const struct afdt_peer *peer, const uint8_t *req, uint32_t len,
+                      struct afdt_reply *reply, void *ud) {
+    (void)peer, (void)req, (void)len;
+    close_here(ud, IN_REQUEST);
+    memcpy(reply->content, "ok", 2);
+    reply->content_length = 2;
+    return 0;
+}
+
+static void post_ex(const struct afdt_peer *peer, const uint8_t *req, uint32_t len,
+                    const struct afdt_reply *reply, int error, void *ud) {
+    (void)peer, (void)req, (void)len, (void)reply, (void)error;
+    close_here(ud, IN_POST);
+}
+
+TEST(server_closed_from_each_callback_is_gone_once_and_touched_no_more) {
+    for (int ext = 0; ext < 2; ext++)
+        for (enum where w = IN_REQUEST; w < N_WHERE; w++)
+            for (unsigned flags = 0; flags <= AFDT_CLOSE_ABORT; flags += AFDT_CLOSE_ABORT) {
+                if (w == IN_AUTHORIZE && !ext)
+                    continue; /* a 2009 server has no authorize callback */
+                struct closer_state cs = {NULL, w, flags, 0};
+                struct event_base *eb = event_base_new();
+                CHECK(eb != NULL);
+                const char *path = tmp_path("each");
+                if (ext) {
+                    struct afdt_server_options o = {0};
+                    o.size = sizeof(o);
+                    o.request_handler = request_ex;
+                    o.post_handler = post_ex;
+                    o.error_handler = error_any;
+                    o.authorize = authorize_ex;
+                    o.userdata = &cs;
+                    CHECK_INT(afdt_create_server_ex(path, eb, &o, &cs.handle), >=, 0);
+                } else {
+                    CHECK_INT(afdt_create_server(path, eb, request_2009, post_2009, error_any,
+                                                 &cs.handle, &cs),
+                              >=, 0);
+                }
+                int c = afdt_connect(path, NULL);
+                CHECK(c >= 0);
+                if (w == IN_ERROR) { /* a length field past AFDT_MSGLEN */
+                    uint32_t bad = 0xffff;
+                    CHECK_INT(write(c, &bad, sizeof(bad)), ==, (ssize_t)sizeof(bad));
+                } else {
+                    CHECK_INT(afdt_send_plain_msg(c, (const uint8_t *)"q", 1, NULL), ==, 0);
+                }
+                CHECK_INT(event_base_dispatch(eb), ==, 1);
+                CHECK(cs.handle == NULL); /* it was closed there */
+                CHECK_INT(cs.done_calls, ==, 1);
+                CHECK(reaches_eof(c));
+                close(c);
+                event_base_free(eb);
+            }
+}
