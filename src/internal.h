@@ -127,8 +127,10 @@ AFDT_HIDDEN int afdt__trust_peer(int sock, const struct afdt__trust *t, struct a
 
 /* --- wire.c: frames ------------------------------------------------------ */
 
-/* A frame being received.  Set the first group, zero the rest, then call
- * afdt__frame_recv() until it returns 1 (done) or < 0 (failed). */
+/* A frame being received: its mode, set once (the first group), then its
+ * progress (from hdr on).  Zero it all, set the mode, then call
+ * afdt__frame_recv() until it returns 1 (done) or < 0 (failed);
+ * afdt__frame_restart() readies it for the next frame in the same mode. */
 struct afdt__frame_in {
     uint8_t *buf;      /* payload destination */
     uint32_t cap;      /* its size */
@@ -140,6 +142,7 @@ struct afdt__frame_in {
     bool eintr_ends;   /* a blocking read bounded by SO_RCVTIMEO: a signal ends it, so
                           the caller's own deadline, not a restarted timeout, decides */
 
+    /* Progress: everything from here on, zeroed by afdt__frame_restart(). */
     uint8_t hdr[sizeof(uint32_t)];
     uint32_t got;    /* bytes of the frame consumed so far, header included */
     uint32_t len;    /* payload length, once the header is in */
@@ -147,6 +150,10 @@ struct afdt__frame_in {
     uint32_t excess; /* descriptors received beyond fds_cap, already closed */
     bool ctrunc;     /* the kernel dropped descriptors */
 };
+
+/* Forget the progress of @in (its descriptors must have been taken or
+ * closed), keeping its mode. */
+AFDT_HIDDEN void afdt__frame_restart(struct afdt__frame_in *in);
 
 /* One recvmsg() step.  Returns 1 when the frame is complete, 0 when the
  * socket has nothing more for now (check ->got to see if the frame began),

@@ -49,18 +49,6 @@ static uint32_t get_u32(const uint8_t *p) {
     return v;
 }
 
-/* Ready @in to receive one more frame into the same buffers. */
-static void in_rearm(struct afdt__frame_in *in) {
-    struct afdt__frame_in fresh = {0};
-    fresh.buf = in->buf;
-    fresh.cap = in->cap;
-    fresh.fds = in->fds;
-    fresh.fds_cap = in->fds_cap;
-    fresh.excess_fails = in->excess_fails;
-    fresh.rflags = in->rflags;
-    *in = fresh;
-}
-
 uint64_t afdt__fd_headroom(void) {
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY)
@@ -144,7 +132,7 @@ static int read_acks(int sock, struct afdt__named_out *o, struct afdt__fail *f) 
             return afdt__fail(f, AFDT_FORMAT, 0, "bad acknowledgement of a named set");
         o->asked = true;
         o->acked = count;
-        in_rearm(&o->in);
+        afdt__frame_restart(&o->in);
     }
     return 1;
 }
@@ -303,7 +291,7 @@ int afdt__named_in_step(int sock, struct afdt__named_in *st, struct afdt__fail *
         }
         if (take_data_frame(st, f) < 0)
             return -1;
-        in_rearm(&st->in);
+        afdt__frame_restart(&st->in);
     }
 }
 

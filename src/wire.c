@@ -72,6 +72,11 @@ static int finish_frame(struct afdt__frame_in *in, struct afdt__fail *f) {
     return 1;
 }
 
+void afdt__frame_restart(struct afdt__frame_in *in) {
+    size_t from = offsetof(struct afdt__frame_in, hdr);
+    memset((char *)in + from, 0, sizeof(*in) - from);
+}
+
 int afdt__frame_recv(int sock, struct afdt__frame_in *in, struct afdt__fail *f) {
     const uint32_t hdrlen = sizeof(uint32_t);
     uint8_t scratch[AFDT_MSGLEN];
