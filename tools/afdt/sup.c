@@ -21,15 +21,9 @@
 #include "notify.h"
 #include "ready.h"
 #include "spawn.h"
-#include "sup.h"
+#include "sup_internal.h"
 
-static void gen_drain(struct gen *g);
-static void gen_free(struct gen *g);
-static void save_state(struct sup *s);
 static void respawn_or_stop(struct sup *s, int code, bool failure);
-
-/* How often a starting generation is looked at to see whether it accepts yet. */
-#define READY_SCAN_MS 10
 
 /* ---- names ---- */
 
@@ -54,15 +48,9 @@ const struct outcome *sup_outcome(const struct sup *s, int id) {
     return id > 0 && o->id == id ? o : NULL;
 }
 
-static struct timeval ms_tv(int64_t ms) {
-    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
-    return tv;
-}
-
 /* Tell our own service manager (systemd, or a supervisor above us) one sd_notify(3) datagram:
  * the lines of @fmt, each KEY=VALUE.  Every one has a STATUS= line for people. */
-__attribute__((format(printf, 2, 3))) static void tell_manager(struct sup *s, const char *fmt,
-                                                               ...) {
+void tell_manager(struct sup *s, const char *fmt, ...) {
     if (s->parent_notify[0] == '\0')
         return;
     char msg[512];
@@ -86,14 +74,14 @@ static void describe_exit(int st, char *buf, size_t size, int *code) {
 
 /* ---- the supervisor's transitions ---- */
 
-static void finish_if_done(struct sup *s) {
+void finish_if_done(struct sup *s) {
     if (s->state == SUP_STOPPING && s->gens == NULL)
         event_base_loopexit(s->eb, NULL);
 }
 
 /* Write @line into a client's outcome pipe: at most a few hundred bytes into an empty pipe, so it
  * never blocks; a client that went away (EPIPE) is no matter. */
-static void tell_waiter(int fd, const char *line) {
+void tell_waiter(int fd, const char *line) {
     if (fd >= 0 && write(fd, line, strlen(line)) < 0 && errno != EPIPE)
         say("cannot write a restart's outcome: %s", strerror(errno));
 }
@@ -116,7 +104,7 @@ static void finish_restart(struct sup *s, bool ok, const char *text, struct gen 
     s->result_fd = -1;
 }
 
-static void close_control(struct sup *s) {
+void close_control(struct sup *s) {
     if (s->server)
         afdt_close_server(s->server);
     s->server = NULL;
@@ -200,7 +188,7 @@ static int on_control(const struct afdt_peer *peer, const uint8_t *request, uint
 static void on_control_done(const struct afdt_peer *peer, const uint8_t *request, uint32_t length,
                             const struct afdt_reply *reply, int error, void *userdata);
 
-static int open_control(struct sup *s, bool replacing) {
+int open_control(struct sup *s, bool replacing) {
     s->server = control_serve(s->eb, s->args->control, s->args->control_mode, replacing, on_control,
                               on_control_done, s);
     return s->server ? 0 : -1;
@@ -313,94 +301,6 @@ static void gen_ready_timeout(struct gen *g) {
     start_failed(s, g, what, 1);
 }
 
-/* ---- generations ---- */
-
-static struct gen *gen_by_pid(struct sup *s, pid_t pid) {
-    for (struct gen *g = s->gens; g; g = g->next)
-        if (g->pid == pid && !g->ended)
-            return g;
-    return NULL;
-}
-
-/* Look again at which processes each generation has. */
-static void update_procs(struct sup *s) {
-    struct procs *list[64];
-    size_t n = 0;
-    for (struct gen *g = s->gens; g && n < 64; g = g->next)
-        if (!g->foreign || g->procs.outsider)
-            list[n++] = &g->procs;
-    if (procs_update(list, n) < 0)
-        say("cannot read /proc to follow the generations' processes: %s", strerror(errno));
-}
-
-static void gen_free(struct gen *g) {
-    for (struct gen **pp = &g->sup->gens; *pp; pp = &(*pp)->next) {
-        if (*pp == g) {
-            *pp = g->next;
-            break;
-        }
-    }
-    if (g->notify_ev)
-        event_free(g->notify_ev);
-    if (g->exit_ev)
-        event_free(g->exit_ev);
-    if (g->timer)
-        event_free(g->timer);
-    if (g->scan)
-        event_free(g->scan);
-    if (g->notify_fd >= 0) {
-        (void)unlink(g->notify_path);
-        close(g->notify_fd);
-    }
-    if (g->gone_fd >= 0) {
-        tell_waiter(g->gone_fd, "gone\n");
-        close(g->gone_fd);
-    }
-    procs_free(&g->procs);
-    if (g->pidfd >= 0)
-        close(g->pidfd);
-    struct sup *s = g->sup;
-    free(g);
-    save_state(s);
-}
-
-/* Send @sig to @g's main process (the rest of one of ours: procs_signal()); to a foreign one
- * through its pidfd, never to a reused pid, and with @with_group to the process group it
- * leads. */
-static void gen_signal(struct gen *g, int sig, bool with_group) {
-    if (!g->foreign) {
-        kill(g->pid, sig);
-        return;
-    }
-    if (pidfd_signal(g->pidfd, sig) == 0 && with_group && g->own_group)
-        kill(-g->pid, sig);
-}
-
-/* Ask @g to finish: its main process, or once that has exited all that is left of it. */
-static void gen_drain(struct gen *g) {
-    if (g->state == GEN_DRAINING)
-        return;
-    g->state = GEN_DRAINING;
-    if (g->ended)
-        procs_signal(&g->procs, g->drain_sig);
-    else
-        gen_signal(g, g->drain_sig, false);
-    struct timeval tv = ms_tv(g->sup->args->drain_timeout_ms);
-    evtimer_add(g->timer, &tv);
-    save_state(g->sup);
-}
-
-/* Free the generations that have ended and have no process left. */
-static void sweep(struct sup *s) {
-    update_procs(s);
-    for (struct gen *g = s->gens, *next; g; g = next) {
-        next = g->next;
-        if (g->ended && g->procs.n == 0)
-            gen_free(g);
-    }
-    finish_if_done(s);
-}
-
 /* What a generation said on its NOTIFY_SOCKET. */
 static void gen_notified(struct gen *g, const struct notify_msg *m) {
     if (m->has_status)
@@ -432,7 +332,7 @@ static void gen_notified(struct gen *g, const struct notify_msg *m) {
     }
 }
 
-static void on_notify(evutil_socket_t fd, short what, void *arg) {
+void on_notify(evutil_socket_t fd, short what, void *arg) {
     (void)what;
     struct gen *g = arg;
     struct notify_msg m;
@@ -449,13 +349,13 @@ static void on_notify(evutil_socket_t fd, short what, void *arg) {
     }
 }
 
-static void on_gen_scan(evutil_socket_t fd, short what, void *arg) {
+void on_gen_scan(evutil_socket_t fd, short what, void *arg) {
     (void)fd;
     (void)what;
     gen_look(arg);
 }
 
-static void on_gen_timer(evutil_socket_t fd, short what, void *arg) {
+void on_gen_timer(evutil_socket_t fd, short what, void *arg) {
     (void)fd;
     (void)what;
     struct gen *g = arg;
@@ -471,171 +371,6 @@ static void on_gen_timer(evutil_socket_t fd, short what, void *arg) {
             gen_signal(g, SIGKILL, true);
         procs_signal(&g->procs, SIGKILL);
     }
-}
-
-/* Pipes for a generation's stdout and stderr: @rd and @wr get their read and write ends, or -1s
- * (then the generation writes to ours, unprefixed). */
-static void open_output(struct sup *s, int rd[2], int wr[2]) {
-    int p[2][2] = {{-1, -1}, {-1, -1}};
-    rd[0] = rd[1] = wr[0] = wr[1] = -1;
-    pid_t *more = realloc(s->relays, (s->nrelays + 1) * sizeof(*more)); /* room for its relay */
-    if (more)
-        s->relays = more;
-    if (more == NULL || pipe2(p[0], O_CLOEXEC) < 0 || pipe2(p[1], O_CLOEXEC) < 0) {
-        say("the next generation's output goes to ours unprefixed: %s", strerror(errno));
-        for (int i = 0; i < 2; i++)
-            for (int k = 0; k < 2; k++)
-                if (p[i][k] >= 0)
-                    close(p[i][k]);
-        return;
-    }
-    for (int i = 0; i < 2; i++) {
-        rd[i] = p[i][0];
-        wr[i] = p[i][1];
-    }
-}
-
-/* A relay for generation @id's output, from the read ends @rd (closed here): a process of its
- * own (relay.c), which outlives us, so that the generation never writes into a pipe nobody
- * reads.  Started after the generation, off the path to its readiness. */
-static void start_relay(struct sup *s, int id, int rd[2]) {
-    int scratch[2];
-    char exe[] = "/proc/self/exe", cmd[] = "relay", num[16], why[256], *digits;
-    snprintf(num, sizeof(num), "%d", id);
-    char *argv[] = {exe, cmd, num, NULL};
-    char **env = spawn_env(NULL, 0, &digits);
-    pid_t pid = -1;
-    if (env == NULL) {
-        snprintf(why, sizeof(why), "out of memory");
-    } else {
-        /* Not in the generation's cgroup, nor as its user: the relay is not the generation. */
-        struct spawn_req r = {.argv = argv,
-                              .fds = rd,
-                              .scratch = scratch,
-                              .nfds = 2,
-                              .env = env,
-                              .pid_digits = digits,
-                              .cgroup_procs = -1};
-        pid = spawn_start(&r, why, sizeof(why));
-        spawn_env_free(env);
-    }
-    if (pid > 0) {
-        s->relays[s->nrelays++] = pid; /* room made by open_output() */
-        contain_exclude(pid, true);    /* no generation's process, though our child */
-    } else {
-        say("generation %d's output has no relay (%s): what it writes there fails", id, why);
-    }
-    close(rd[0]);
-    close(rd[1]);
-}
-
-/* Reaped @pid if it was a relay's; returns whether it was. */
-static bool relay_reaped(struct sup *s, pid_t pid) {
-    for (size_t i = 0; i < s->nrelays; i++) {
-        if (s->relays[i] == pid) {
-            contain_exclude(pid, false);
-            s->relays[i] = s->relays[--s->nrelays];
-            return true;
-        }
-    }
-    return false;
-}
-
-/* On the way out: give the relays a moment to copy what the generations last wrote. */
-static void wait_relays(struct sup *s) {
-    int64_t end = now_ms() + 2000;
-    while (s->nrelays > 0 && now_ms() < end) {
-        int st;
-        pid_t pid = waitpid(-1, &st, WNOHANG);
-        if (pid > 0)
-            relay_reaped(s, pid);
-        else if (pid == 0)
-            sleep_ms_tool(10);
-        else
-            break;
-    }
-    free(s->relays);
-}
-
-/* Start generation s->next_gen: its notify socket, then COMMAND.  NULL with @why on failure. */
-static struct gen *gen_start(struct sup *s, char *why, size_t size) {
-    struct gen *g = calloc(1, sizeof(*g));
-    if (g == NULL) {
-        snprintf(why, size, "out of memory");
-        return NULL;
-    }
-    g->sup = s;
-    g->id = s->next_gen++;
-    g->notify_fd = -1;
-    g->pidfd = -1;
-    g->drain_sig = s->args->stop_signal;
-    g->gone_fd = -1;
-    procs_init(&g->procs, g->id, true);
-    snprintf(g->notify_path, sizeof(g->notify_path), "%s/notify-%d", s->notify_dir, g->id);
-    g->notify_fd = notify_open(g->notify_path);
-    if (g->notify_fd < 0) {
-        snprintf(why, size, "cannot make its notify socket: %s%s", strerror(errno),
-                 resource_hint(errno));
-        goto fail;
-    }
-    g->notify_ev = event_new(s->eb, g->notify_fd, EV_READ | EV_PERSIST, on_notify, g);
-    g->timer = evtimer_new(s->eb, on_gen_timer, g);
-    g->scan = evtimer_new(s->eb, on_gen_scan, g);
-    if (g->notify_ev == NULL || g->timer == NULL || g->scan == NULL ||
-        event_add(g->notify_ev, NULL) < 0) {
-        snprintf(why, size, "cannot watch its notify socket");
-        goto fail;
-    }
-    char notify[sizeof(g->notify_path) + 16], gen[32], *pid_digits;
-    snprintf(notify, sizeof(notify), "NOTIFY_SOCKET=%s", g->notify_path);
-    snprintf(gen, sizeof(gen), "AFDT_GENERATION=%d", g->id);
-    s->announce[s->nannounce] = notify;
-    s->announce[s->nannounce + 1] = gen;
-    char **env = spawn_env((const char *const *)s->announce, s->nannounce + 2, &pid_digits);
-    if (env == NULL) {
-        snprintf(why, size, "out of memory");
-        goto fail;
-    }
-    int rd[2], output[2];
-    open_output(s, rd, output);
-    struct spawn_req r = {.argv = s->args->argv,
-                          .nofile = s->nofile_raised ? &s->nofile : NULL,
-                          .fds = s->fds,
-                          .scratch = s->scratch,
-                          .nfds = s->args->nls,
-                          .env = env,
-                          .pid_digits = pid_digits,
-                          .cgroup_procs = g->procs.cg_procs,
-                          .user = s->args->user,
-                          .output = output[0] >= 0 ? output : NULL};
-    g->pid = spawn_start(&r, why, size);
-    spawn_env_free(env);
-    for (int i = 0; i < 2; i++) /* the generation's now: the relay ends when it is gone */
-        if (output[i] >= 0)
-            close(output[i]);
-    if (rd[0] >= 0 && g->pid > 0)
-        start_relay(s, g->id, rd);
-    else if (rd[0] >= 0)
-        close(rd[0]), close(rd[1]);
-    if (g->pid < 0) {
-        g->pid = 0;
-        goto fail;
-    }
-    procs_started(&g->procs, g->pid);
-    g->started_ms = now_ms();
-    g->state = GEN_STARTING;
-    g->proc = proc_id_of(g->pid); /* our child: its pid cannot be reused before we reap it */
-    struct timeval tv = ms_tv(s->args->ready_timeout_ms), scan = ms_tv(READY_SCAN_MS);
-    evtimer_add(g->timer, &tv);
-    evtimer_add(g->scan, &scan);
-    g->next = s->gens;
-    s->gens = g;
-    say("generation %d started: pid %d", g->id, (int)g->pid);
-    save_state(s);
-    return g;
-fail:
-    gen_free(g);
-    return NULL;
 }
 
 /* Start a restart; @result_fd (ours, or -1) is the write end of the asking client's outcome
@@ -709,7 +444,7 @@ static void respawn_or_stop(struct sup *s, int code, bool failure) {
     evtimer_add(s->respawn_timer, &tv);
 }
 
-static void on_respawn_timer(evutil_socket_t fd, short what, void *arg) {
+void on_respawn_timer(evutil_socket_t fd, short what, void *arg) {
     (void)fd;
     (void)what;
     struct sup *s = arg;
@@ -783,7 +518,7 @@ static void gen_exited(struct sup *s, struct gen *g, int st) {
 }
 
 /* A foreign generation's pidfd became readable: it has exited. */
-static void on_foreign_exit(evutil_socket_t fd, short what, void *arg) {
+void on_foreign_exit(evutil_socket_t fd, short what, void *arg) {
     (void)fd;
     (void)what;
     struct gen *g = arg;
@@ -797,61 +532,9 @@ static void on_foreign_exit(evutil_socket_t fd, short what, void *arg) {
     gen_gone(g->sup, g, "exited", draining ? 0 : 1, true);
 }
 
-/* Watch @pid, which is not our child, as generation @id through @pidfd (now the
- * generation's), in @state.  NULL after saying why. */
-static struct gen *gen_foreign(struct sup *s, int id, pid_t pid, int pidfd, enum gen_state state,
-                               bool own_group, int drain_sig) {
-    struct gen *g = calloc(1, sizeof(*g));
-    if (g == NULL) {
-        say("out of memory");
-        close(pidfd);
-        return NULL;
-    }
-    g->sup = s;
-    g->id = id;
-    g->pid = pid;
-    g->proc = proc_id_of(pid);
-    g->state = state;
-    g->started_ms = now_ms();
-    g->notify_fd = -1;
-    g->gone_fd = -1;
-    g->foreign = true;
-    procs_init(&g->procs, id, false);
-    procs_follow(&g->procs, pid); /* in the cgroup its dead supervisor made, if any */
-    g->pidfd = pidfd;
-    g->own_group = own_group;
-    g->drain_sig = drain_sig;
-    g->next = s->gens;
-    s->gens = g;
-    g->exit_ev = event_new(s->eb, pidfd, EV_READ, on_foreign_exit, g);
-    g->timer = evtimer_new(s->eb, on_gen_timer, g);
-    if (g->exit_ev == NULL || g->timer == NULL || event_add(g->exit_ev, NULL) < 0) {
-        say("cannot watch process %d", (int)pid);
-        gen_free(g);
-        return NULL;
-    }
-    return g;
-}
-
-/* Hear a taken-over generation's NOTIFY_SOCKET again, at the path it was given (in our
- * runtime directory, where its dead supervisor had bound it). */
-static void gen_rebind_notify(struct gen *g, const char *path) {
-    size_t dlen = strlen(g->sup->tmpdir);
-    if (path[0] == '\0' || strncmp(path, g->sup->tmpdir, dlen) != 0 || path[dlen] != '/' ||
-        strlen(path) >= sizeof(g->notify_path))
-        return;
-    snprintf(g->notify_path, sizeof(g->notify_path), "%s", path);
-    g->notify_fd = notify_open(g->notify_path);
-    if (g->notify_fd < 0)
-        return;
-    g->notify_ev = event_new(g->sup->eb, g->notify_fd, EV_READ | EV_PERSIST, on_notify, g);
-    if (g->notify_ev)
-        event_add(g->notify_ev, NULL);
-}
-
 /* ---- events from outside: signals and the control channel ---- */
 
-static void on_signal(evutil_socket_t sig, short what, void *arg) {
+void on_signal(evutil_socket_t sig, short what, void *arg) {
     (void)what;
     struct sup *s = arg;
     if (sig == SIGCHLD) {
@@ -977,338 +660,4 @@ static void on_control_done(const struct afdt_peer *peer, const uint8_t *request
     (void)userdata;
     for (uint32_t i = 0; i < reply->nfds; i++)
         close(reply->fds[i]);
-}
-
-/* ---- set-up and the loop ---- */
-
-void sup_init(struct sup *s, const struct serve_args *a, const char *rundir) {
-    memset(s, 0, sizeof(*s));
-    s->args = a;
-    s->adopt_pidfd = -1;
-    snprintf(s->tmpdir, sizeof(s->tmpdir), "%s", rundir);
-    s->next_gen = 1;
-    s->current_exit = -1;
-    s->result_fd = -1;
-    s->started_ms = now_ms();
-    const char *ns = getenv("NOTIFY_SOCKET");
-    if (ns && strlen(ns) < sizeof(s->parent_notify))
-        snprintf(s->parent_notify, sizeof(s->parent_notify), "%s", ns);
-    unsetenv("NOTIFY_SOCKET"); /* each generation gets its own */
-}
-
-void sup_follow(struct sup *s, const struct predecessor *p) {
-    s->pred_path = p->path;
-    s->pred_pid = p->pid;
-    s->next_gen = p->gen + 1;
-    s->uses_notify = p->uses_notify;
-    s->restarts = p->restarts;
-    s->rollbacks = p->rollbacks;
-    s->last_restart_id = p->last_restart_id;
-}
-
-bool sup_retired(const struct sup *s) {
-    return s->retiring;
-}
-
-/* The variables that tell a generation where its sockets are, by --convention, and who it
- * runs as (--user), with two slots left for NOTIFY_SOCKET and AFDT_GENERATION. */
-static int prepare_announce(struct sup *s) {
-    const struct serve_args *a = s->args;
-    const struct spawn_user *u = a->user;
-    char **v = calloc(a->nls + 7, sizeof(*v));
-    size_t n = 0;
-    if (v == NULL)
-        return -1;
-    s->announce = v;
-    switch (a->convention) {
-    case CONVENTION_SYSTEMD:
-        if (asprintf(&v[n++], "LISTEN_FDS=%u", a->nls) < 0 || !(v[n++] = strdup(s->fdnames)))
-            return -1;
-        break;
-    case CONVENTION_NGINX: {
-        /* NGINX="3;4;": nginx matches each to its listen directive by address. */
-        size_t len = sizeof("NGINX=") + 12 * a->nls;
-        if ((v[n] = calloc(1, len)) == NULL)
-            return -1;
-        size_t off = (size_t)snprintf(v[n], len, "NGINX=");
-        for (uint32_t i = 0; i < a->nls; i++)
-            off += (size_t)snprintf(v[n] + off, len - off, "%u;", 3 + i);
-        n++;
-        break;
-    }
-    case CONVENTION_EINHORN:
-        if (asprintf(&v[n++], "EINHORN_FD_COUNT=%u", a->nls) < 0)
-            return -1;
-        for (uint32_t i = 0; i < a->nls; i++)
-            if (asprintf(&v[n++], "EINHORN_FD_%u=%u", i, 3 + i) < 0)
-                return -1;
-        break;
-    }
-    if (u &&
-        (asprintf(&v[n++], "USER=%s", u->name) < 0 ||
-         asprintf(&v[n++], "LOGNAME=%s", u->name) < 0 || asprintf(&v[n++], "HOME=%s", u->home) < 0))
-        return -1;
-    s->nannounce = n;
-    return 0;
-}
-
-static void free_announce(struct sup *s) {
-    for (size_t i = 0; s->announce && i < s->nannounce; i++)
-        free(s->announce[i]);
-    free(s->announce);
-}
-
-void sup_take_orphans(struct sup *s, struct state *st) {
-    s->orphans = st;
-    s->next_gen = st->next_gen;
-    s->uses_notify = st->uses_notify;
-    s->restarts = st->restarts;
-    s->rollbacks = st->rollbacks;
-    s->last_restart_id = st->last_restart_id;
-}
-
-void sup_adopt(struct sup *s, pid_t pid, int pidfd) {
-    s->adopt_pid = pid;
-    s->adopt_pidfd = pidfd; /* now the supervisor's */
-}
-
-/* Write what a successor needs, should we die, to the state file (while it is ours). */
-static void save_state(struct sup *s) {
-    if (!s->owns_state || s->eb == NULL)
-        return;
-    const struct serve_args *a = s->args;
-    struct state st;
-    memset(&st, 0, sizeof(st));
-    st.sup = proc_id_of(getpid());
-    snprintf(st.control, sizeof(st.control), "%s", a->control);
-    st.next_gen = s->next_gen;
-    st.uses_notify = s->uses_notify;
-    st.restarts = s->restarts;
-    st.rollbacks = s->rollbacks;
-    st.last_restart_id = s->last_restart_id;
-    st.ls = calloc(a->nls, sizeof(*st.ls));
-    if (st.ls == NULL)
-        return;
-    st.nls = a->nls;
-    for (uint32_t i = 0; i < a->nls; i++) {
-        snprintf(st.ls[i].name, sizeof(st.ls[i].name), "%s", a->ls[i].name);
-        snprintf(st.ls[i].spec, sizeof(st.ls[i].spec), "%s", a->ls[i].spec);
-        if (socket_spec(a->ls[i].fd, st.ls[i].addr, sizeof(st.ls[i].addr)) < 0)
-            snprintf(st.ls[i].addr, sizeof(st.ls[i].addr), "%s", a->ls[i].spec);
-    }
-    for (struct gen *g = s->gens; g && st.ngens < STATE_MAX_GENS; g = g->next) {
-        struct state_gen *sg = &st.gens[st.ngens++];
-        sg->id = g->id;
-        sg->proc = g->proc;
-        sg->own_group = !g->foreign || g->own_group;
-        snprintf(sg->state, sizeof(sg->state), "%s", gen_state_str(g->state));
-        snprintf(sg->notify, sizeof(sg->notify), "%s", g->notify_fd >= 0 ? g->notify_path : "");
-    }
-    if (state_save(s->tmpdir, &st) < 0)
-        say("cannot write the state file in %s: %s", s->tmpdir, strerror(errno));
-    state_free(&st);
-}
-
-/* Watch what a supervisor that died left running: its serving generation serves on, under
- * us; any other drains.  Returns the serving one, or NULL. */
-static struct gen *take_orphans(struct sup *s) {
-    struct gen *serving = NULL;
-    for (uint32_t i = 0; i < s->orphans->ngens; i++) {
-        const struct state_gen *sg = &s->orphans->gens[i];
-        int pidfd = proc_pidfd(&sg->proc);
-        if (pidfd < 0)
-            continue; /* gone */
-        bool serves = serving == NULL && strcmp(sg->state, "serving") == 0;
-        struct gen *g =
-            gen_foreign(s, sg->id, sg->proc.pid, pidfd, serves ? GEN_SERVING : GEN_STARTING,
-                        sg->own_group, s->args->stop_signal);
-        if (g == NULL)
-            continue;
-        gen_rebind_notify(g, sg->notify);
-        if (serves) {
-            serving = g;
-            say("generation %d (pid %d) is serving: taken over from the supervisor (pid %d) "
-                "that died",
-                g->id, (int)g->pid, (int)s->orphans->sup.pid);
-        } else {
-            say("generation %d (pid %d), left %s by the supervisor that died, is stopped", g->id,
-                (int)g->pid, sg->state);
-            gen_drain(g);
-        }
-    }
-    return serving;
-}
-
-/* The sockets in the shapes the generations and "listeners" need. */
-static int prepare_sets(struct sup *s) {
-    const struct serve_args *a = s->args;
-    size_t names = sizeof("LISTEN_FDNAMES=");
-    for (uint32_t i = 0; i < a->nls; i++)
-        names += strlen(a->ls[i].name) + 1;
-    s->named = calloc(a->nls, sizeof(*s->named));
-    s->fds = calloc(a->nls, sizeof(int));
-    s->scratch = calloc(a->nls, sizeof(int));
-    s->fdnames = calloc(1, names);
-    s->inos = calloc(a->nls, sizeof(*s->inos));
-    if (!s->named || !s->fds || !s->scratch || !s->fdnames || !s->inos) {
-        say("out of memory");
-        return -1;
-    }
-    strcpy(s->fdnames, "LISTEN_FDNAMES=");
-    for (uint32_t i = 0; i < a->nls; i++) {
-        char addr[160];
-        s->named[i].fd = s->fds[i] = a->ls[i].fd;
-        s->inos[i] = ready_socket_inode(a->ls[i].fd);
-        memcpy(s->named[i].name, a->ls[i].name, sizeof(s->named[i].name));
-        if (i)
-            strcat(s->fdnames, ":");
-        strcat(s->fdnames, a->ls[i].name);
-        describe_socket(a->ls[i].fd, addr, sizeof(addr), NULL);
-        say("socket %s: %s on %s (%s)", a->ls[i].name, a->ls[i].spec, addr,
-            listener_source_str(a->ls[i].source));
-    }
-    if (prepare_announce(s) < 0) {
-        say("out of memory");
-        return -1;
-    }
-    return 0;
-}
-
-static void on_sweep(evutil_socket_t fd, short what, void *arg) {
-    (void)fd;
-    (void)what;
-    sweep(arg);
-}
-
-/* Where the notify sockets go: the runtime directory (0700: only this user and root may
- * enter, so nobody else can send a notification, flood the log with them or stall us with a
- * descriptor).  Under root, a generation running as another user (--user, or a --trust-uid it
- * drops to) needs a directory that user may enter: one beside it, owned by that user. */
-static int make_notify_dir(struct sup *s) {
-    memcpy(s->notify_dir, s->tmpdir, sizeof(s->notify_dir));
-    const struct trust *t = &s->args->trust;
-    /* --user's uid first: its generations must be heard. */
-    uint32_t uids[TOOL_TRUST_MAX + 1], n = 0;
-    if (s->args->user)
-        uids[n++] = (uint32_t)s->args->user->uid;
-    for (uint32_t i = 0; i < t->n; i++)
-        uids[n++] = t->uids[i];
-    for (uint32_t i = 0; i < n; i++) {
-        if (uids[i] == getuid() || uids[i] == 0 || getuid() != 0)
-            continue; /* only root can give a directory away */
-        int len = snprintf(s->notify_dir, sizeof(s->notify_dir), "%s-notify-XXXXXX", s->tmpdir);
-        if (len <= 0 || (size_t)len >= sizeof(s->notify_dir) || mkdtemp(s->notify_dir) == NULL) {
-            say("cannot make a notify directory beside %s: %s", s->tmpdir, strerror(errno));
-            s->notify_dir[0] = '\0';
-            return -1;
-        }
-        if (chown(s->notify_dir, uids[i], (gid_t)-1) < 0) {
-            say("cannot give %s to uid %u: %s", s->notify_dir, (unsigned)uids[i], strerror(errno));
-            rmdir(s->notify_dir);
-            s->notify_dir[0] = '\0';
-            return -1;
-        }
-        break; /* one directory has one owner: the first such uid */
-    }
-    return 0;
-}
-
-static int watch_signals(struct sup *s) {
-    const int sigs[4] = {SIGCHLD, SIGHUP, SIGTERM, SIGINT};
-    for (int i = 0; i < 4; i++) {
-        s->sigs[i] = evsignal_new(s->eb, sigs[i], on_signal, s);
-        if (s->sigs[i] == NULL || event_add(s->sigs[i], NULL) < 0) {
-            say("cannot watch signal %d: %s%s", sigs[i], strerror(errno), resource_hint(errno));
-            return -1;
-        }
-    }
-    return 0;
-}
-
-int sup_run(struct sup *s) {
-    int rc = 1;
-    char why[256];
-    s->eb = event_base_new();
-    if (s->eb == NULL) {
-        int e = errno; /* libevent has said its own line */
-        say("cannot start the event loop: %s%s", strerror(e), resource_hint(e));
-        goto out;
-    }
-    if (prepare_sets(s) < 0 || make_notify_dir(s) < 0 || watch_signals(s) < 0)
-        goto out;
-    /* The state file is ours unless a live supervisor still runs: then once it retires. */
-    s->owns_state = s->pred_path == NULL;
-    if (contain_init(!s->args->no_cgroup, why, sizeof(why)) < 0) {
-        say("%s", why);
-        goto out;
-    }
-    say("containment: %s", why);
-    /* A look through cgroups is cheap; one through the whole of /proc less so. */
-    struct timeval sweep = {contain_has_cgroups() ? 0 : 1, contain_has_cgroups() ? 250000 : 0};
-    s->respawn_timer = evtimer_new(s->eb, on_respawn_timer, s);
-    s->sweep = event_new(s->eb, -1, EV_PERSIST, on_sweep, s);
-    if (s->respawn_timer == NULL || s->sweep == NULL || event_add(s->sweep, &sweep) < 0) {
-        say("cannot set timers");
-        goto out;
-    }
-    if (s->pred_path == NULL && open_control(s, false) < 0)
-        goto out;
-    if (s->orphans)
-        s->current = take_orphans(s);
-    if (s->adopt_pidfd >= 0) {
-        /* Generation 0: the process we take the place of. */
-        int signal = s->args->adopt_signal;
-        s->current = gen_foreign(s, 0, s->adopt_pid, s->adopt_pidfd, GEN_SERVING, false, signal);
-        s->adopt_pidfd = -1; /* the generation's, or closed */
-        if (s->current == NULL)
-            goto out;
-        say("the adopted process (pid %d) serves until generation %d is ready", (int)s->adopt_pid,
-            s->next_gen);
-    }
-    if (s->current && s->orphans) {
-        s->state = SUP_RUNNING;
-        save_state(s);
-        tell_manager(s, "READY=1\nMAINPID=%d\nSTATUS=serving: generation %d (pid %d), taken back",
-                     (int)getpid(), s->current->id, (int)s->current->pid);
-    } else {
-        s->starting = gen_start(s, why, sizeof(why));
-        if (s->starting == NULL) {
-            say("%s", why);
-            goto out;
-        }
-    }
-    event_base_dispatch(s->eb);
-    rc = s->exit_code;
-    say("stopped; exit status %d", rc);
-out:
-    close_control(s);
-    if (s->adopt_pidfd >= 0)
-        close(s->adopt_pidfd);
-    s->adopt_pidfd = -1;
-    /* Only after a failure to start the loop; an adopted process is left as it was. */
-    while (s->gens)
-        gen_free(s->gens);
-    if (s->notify_dir[0] && strcmp(s->notify_dir, s->tmpdir) != 0)
-        rmdir(s->notify_dir);
-    contain_end_all(); /* none should be left: a stray would have been ended with its own */
-    if (s->sweep)
-        event_free(s->sweep);
-    if (s->respawn_timer)
-        event_free(s->respawn_timer);
-    if (s->owns_state)
-        state_remove(s->tmpdir);
-    (void)rmdir(s->tmpdir); /* once empty: a successor's notify sockets may still be there */
-    for (int i = 0; i < 4; i++)
-        if (s->sigs[i])
-            event_free(s->sigs[i]);
-    if (s->eb)
-        event_base_free(s->eb);
-    free(s->named);
-    free(s->fds);
-    free(s->scratch);
-    free(s->fdnames);
-    free(s->inos);
-    free_announce(s);
-    wait_relays(s);
-    return rc;
 }
