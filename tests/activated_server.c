@@ -10,7 +10,9 @@
  *                                              READY=1 nor accepts, exits 1 after MS),
  *                                              "no-notify" (accepts, never READY=1),
  *                                              "ignore-term", "as-nobody" (run as uid
- *                                              65534); none: READY=1 and accepts now.
+ *                                              65534), "chatty" (after READY=1, 500
+ *                                              datagrams of STOPPING=1 and ERRNO=5);
+ *                                              none: READY=1 and accepts now.
  *                                              Before it, "daemonize" (the process started
  *                                              exits 0 at once; a grandchild in a session
  *                                              of its own serves) and "setsid-helper" (it
@@ -263,6 +265,8 @@ int main(int argc, char **argv) {
         if (ready_at >= 0 && ms >= ready_at) {
             notify("READY=1\nSTATUS=serving");
             ready_at = -1;
+            for (int i = 0; strncmp(behaviour, "chatty", 6) == 0 && i < 500; i++)
+                notify("STOPPING=1\nERRNO=5");
         }
         if (die_at >= 0 && ms >= die_at)
             return 1;

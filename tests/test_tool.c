@@ -619,3 +619,27 @@ TEST(a_generation_starts_with_default_signal_dispositions_and_an_empty_mask) {
     CHECK(no_signals_in(log, "SigBlk:"));
     check_no_children();
 }
+
+/* How many times @text is in @log. */
+static int count_in_log(const char *log, const char *text) {
+    static char buf[1 << 20];
+    int n = 0;
+    read_file(log, buf, sizeof(buf));
+    for (const char *p = buf; (p = strstr(p, text)) != NULL; p += strlen(text))
+        n++;
+    return n;
+}
+
+TEST(a_generation_repeating_stopping_and_errno_grows_the_log_by_a_line_per_interval) {
+    become_subreaper();
+    struct sv s;
+    sv_init(&s);
+    write_file(s.behaviour, "chatty\n");
+    SV_START(&s, "--listen", "web=tcp:127.0.0.1:0");
+    CHECK(wait_log(s.log, "is stopping", WAIT_MS));
+    sleep_ms(500); /* the rest of its 500 datagrams */
+    CHECK_INT(count_in_log(s.log, "is stopping"), ==, 1);
+    CHECK_INT(count_in_log(s.log, "reports an error"), <=, 1);
+    sv_stop(&s);
+    check_no_children();
+}

@@ -34,20 +34,25 @@ static int run_by_hand(void *arg) {
     return 127;
 }
 
-static pid_t start_by_hand(int *port) {
+/* The test server started by hand (as @u, or ourselves when NULL), on a port of its own. */
+static pid_t start_by_hand_as(const struct test_user *u, int *port) {
     int fd = afdt_open_spec("tcp:127.0.0.1:0", NULL);
     CHECK(fd >= 0);
     struct sockaddr_in in;
     socklen_t len = sizeof(in);
     CHECK_INT(getsockname(fd, (struct sockaddr *)&in, &len), ==, 0);
     *port = ntohs(in.sin_port);
-    pid_t pid = spawn(run_by_hand, &fd);
+    pid_t pid = u ? spawn_as_user(u, 0, run_by_hand, &fd) : spawn(run_by_hand, &fd);
     close(fd);
     int64_t end = now_ms() + WAIT_MS;
     while (tcp_gen(*port) != 100 && now_ms() < end)
         sleep_ms(20);
     CHECK_INT(tcp_gen(*port), ==, 100);
     return pid;
+}
+
+static pid_t start_by_hand(int *port) {
+    return start_by_hand_as(NULL, port);
 }
 
 TEST(adopt_takes_over_a_server_started_by_hand_under_load) {
@@ -169,6 +174,30 @@ TEST(adopt_is_refused_for_a_process_of_another_user) {
         harness_fail(__FILE__, __LINE__, "not refused as it should be: %s", out);
     CHECK(!exists(ctl));
     CHECK_INT(tcp_gen(port), ==, 100);
+    CHECK_INT(kill(hand, SIGTERM), ==, 0);
+    CHECK_INT(reap(hand, WAIT_MS), ==, 0);
+    check_no_children();
+}
+
+TEST(adopt_refuses_a_process_that_runs_as_an_untrusted_user) {
+    struct test_user u;
+    test_user("afdt-test-a", &u);
+    become_subreaper();
+    int port;
+    pid_t hand = start_by_hand_as(&u, &port); /* another user's: it could keep copies */
+    char ctl[128], spec[64], pid[16], out[4096], want[128];
+    snprintf(ctl, sizeof(ctl), "%s", tmp_path("ctl"));
+    snprintf(spec, sizeof(spec), "web=tcp:127.0.0.1:%d", port);
+    snprintf(pid, sizeof(pid), "%d", (int)hand);
+    CHECK_INT(RUN_TOOL(out, "serve", "--control", ctl, "--listen", spec, "--adopt", pid, "--",
+                       AFDT_TEST_SERVER),
+              ==, 1);
+    snprintf(want, sizeof(want), "--adopt: pid %d runs as uid %u, which is not trusted", (int)hand,
+             (unsigned)u.uid);
+    if (strstr(out, want) == NULL)
+        harness_fail(__FILE__, __LINE__, "not refused as it should be: %s", out);
+    CHECK(!exists(ctl));
+    CHECK_INT(tcp_gen(port), ==, 100); /* untouched, still serving */
     CHECK_INT(kill(hand, SIGTERM), ==, 0);
     CHECK_INT(reap(hand, WAIT_MS), ==, 0);
     check_no_children();

@@ -25,11 +25,18 @@ int notify_open(const char *path) {
     int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0)
         return -1;
-    (void)unlink(path);
-    if (bind(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0 ||
-        setsockopt(fd, SOL_SOCKET, SO_PASSCRED, &one, sizeof(one)) < 0 ||
-        chmod(path, 0666) < 0) { /* its directory decides who can reach it */
-        int e = errno;
+    (void)unlink(path); /* a link itself, never what it points to */
+    /* The file gets its mode at bind, from the socket's (set here) less the umask (cleared
+     * for the call): nothing is done to @path by name once it exists, since its directory may
+     * belong to the user a generation runs as, who could swap it for a link to a file of
+     * root's between a bind and a chmod.  Its directory decides who can reach it. */
+    mode_t umask_was = umask(0);
+    int r = fchmod(fd, 0666) < 0 || bind(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0 ? -1 : 0;
+    int e = errno;
+    umask(umask_was);
+    errno = e;
+    if (r < 0 || setsockopt(fd, SOL_SOCKET, SO_PASSCRED, &one, sizeof(one)) < 0) {
+        e = errno;
         close(fd);
         errno = e;
         return -1;

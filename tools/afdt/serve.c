@@ -148,11 +148,39 @@ out:
     return r;
 }
 
-/* --adopt: take the sockets of process a->adopt_pid, matched by the --listen specs.  Returns
- * its pidfd, or -1 after saying why. */
+/* The real and effective uids of process @id, still that very process once they are read (its
+ * start time).  Returns 0, or -1. */
+static int uids_of(const struct proc_id *id, uint32_t *ruid, uint32_t *euid) {
+    char path[64], line[256];
+    snprintf(path, sizeof(path), "/proc/%d/status", (int)id->pid);
+    FILE *f = fopen(path, "re");
+    int r = -1;
+    while (f && fgets(line, sizeof(line), f))
+        if (sscanf(line, "Uid: %u %u", ruid, euid) == 2)
+            r = 0;
+    if (f)
+        fclose(f);
+    return r == 0 && proc_alive(id) ? 0 : -1;
+}
+
+/* Whether @uid is ours, root's or a --trust-uid's. */
+static bool uid_trusted(uint32_t uid) {
+    struct afdt_client_options o;
+    uint32_t uids[TOOL_TRUST_MAX + 2];
+    trust_options(&o, uids);
+    for (uint32_t i = 0; i < o.n_trusted_uids; i++)
+        if (uids[i] == uid)
+            return true;
+    return false;
+}
+
+/* --adopt: take the sockets of process a->adopt_pid, matched by the --listen specs, if it runs
+ * as a uid we trust (another user's process could keep copies of what we serve on: the same
+ * rule as for a predecessor).  Returns its pidfd, or -1 after saying why. */
 static int take_from_adopted(const struct serve_args *a, struct afdt_named_fd **taken,
                              uint32_t *ntaken) {
     char who[32];
+    uint32_t ruid, euid;
     snprintf(who, sizeof(who), "pid %d", a->adopt_pid);
     struct proc_id id = proc_id_of(a->adopt_pid);
     int pidfd = proc_pidfd(&id);
@@ -160,6 +188,18 @@ static int take_from_adopted(const struct serve_args *a, struct afdt_named_fd **
         say("cannot take the sockets of %s: %s", who,
             errno == ENOSYS ? "pidfd_open(2) needs Linux 5.3 or later"
                             : "no such process (or it has exited)");
+        return -1;
+    }
+    if (uids_of(&id, &ruid, &euid) < 0) {
+        say("cannot take the sockets of %s: no such process (or it has exited)", who);
+        close(pidfd);
+        return -1;
+    }
+    if (!uid_trusted(ruid) || !uid_trusted(euid)) {
+        say("--adopt: %s runs as uid %u, which is not trusted (only our own uid, root and "
+            "--trust-uid): its sockets are not taken",
+            who, (unsigned)(uid_trusted(ruid) ? euid : ruid));
+        close(pidfd);
         return -1;
     }
     const char **specs = calloc(a->nls, sizeof(*specs));

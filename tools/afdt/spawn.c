@@ -96,8 +96,10 @@ __attribute__((noreturn)) static void child(const struct spawn_req *r, int err_f
         }
     }
     int ef = fcntl(err_fd, F_DUPFD_CLOEXEC, (int)(3 + r->nfds)); /* above the sockets' range */
-    if (ef < 0)
-        _exit(127);
+    if (ef < 0) {
+        ef = err_fd; /* nothing was moved yet: the pipe is still there to say why */
+        goto fail;
+    }
     /* Into the generation's cgroup before anything else, so all it starts is in there too
      * ("0": the writer); where it cannot, the parent's /proc walk follows it instead. */
     if (r->cgroup_procs >= 0)

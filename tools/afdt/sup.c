@@ -306,10 +306,10 @@ static void gen_notified(struct gen *g, const struct notify_msg *m) {
     if (m->has_status)
         snprintf(g->status, sizeof(g->status), "%s", m->status);
     if (m->stopping)
-        say("generation %d (pid %d) is stopping", g->id, (int)g->pid);
+        say_limited(&g->said, "generation %d (pid %d) is stopping", g->id, (int)g->pid);
     if (m->errno_value)
-        say("generation %d (pid %d) reports an error: %s", g->id, (int)g->pid,
-            strerror(m->errno_value));
+        say_limited(&g->said, "generation %d (pid %d) reports an error: %s", g->id, (int)g->pid,
+                    strerror(m->errno_value));
     if (m->bad_extend[0])
         say_limited(&g->bad_extend,
                     "generation %d (pid %d): EXTEND_TIMEOUT_USEC=%s is not a number of "

@@ -50,6 +50,7 @@ struct gen {
     bool own_group; /* it leads its own process group, which is signalled with it */
     int drain_sig;  /* what asks it to drain: SIGTERM, or --adopt-signal */
     struct say_limit bad_extend;
+    struct say_limit said; /* its STOPPING=1 and ERRNO= lines: it may send them at will */
 };
 
 /* What became of one restart, for "result ID". */
