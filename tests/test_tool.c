@@ -620,16 +620,6 @@ TEST(a_generation_starts_with_default_signal_dispositions_and_an_empty_mask) {
     check_no_children();
 }
 
-/* How many times @text is in @log. */
-static int count_in_log(const char *log, const char *text) {
-    static char buf[1 << 20];
-    int n = 0;
-    read_file(log, buf, sizeof(buf));
-    for (const char *p = buf; (p = strstr(p, text)) != NULL; p += strlen(text))
-        n++;
-    return n;
-}
-
 TEST(a_generation_repeating_stopping_and_errno_grows_the_log_by_a_line_per_interval) {
     become_subreaper();
     struct sv s;

@@ -23,15 +23,6 @@ static void serve_after(struct sv *s, const char *before) {
     CHECK(wait_log(s->log, "is ready", WAIT_MS));
 }
 
-static int count(const char *log, const char *text) {
-    static char buf[1 << 20];
-    int n = 0;
-    read_file(log, buf, sizeof(buf));
-    for (const char *p = buf; (p = strstr(p, text)) != NULL; p += strlen(text))
-        n++;
-    return n;
-}
-
 TEST(each_generations_output_is_prefixed_with_its_number) {
     become_subreaper();
     struct sv s;
@@ -60,10 +51,10 @@ TEST(a_flood_of_short_lines_is_relayed_whole) {
     serve_after(&s, before);
     write_file(flag, "go\n");
     int64_t end = now_ms() + WAIT_MS;
-    while (count(s.log, "gen 1: y\n") < 20000 && now_ms() < end)
+    while (count_in_log(s.log, "gen 1: y\n") < 20000 && now_ms() < end)
         sleep_ms(50);
-    CHECK_INT(count(s.log, "gen 1: y\n"), ==, 20000);
-    CHECK_INT(count(s.log, "\ny\n"), ==, 0); /* none unprefixed */
+    CHECK_INT(count_in_log(s.log, "gen 1: y\n"), ==, 20000);
+    CHECK_INT(count_in_log(s.log, "\ny\n"), ==, 0); /* none unprefixed */
     unlink(flag);
     sv_stop(&s);
     check_no_children();
@@ -88,11 +79,11 @@ TEST(a_generation_keeps_writing_after_the_supervisor_is_killed) {
      * full pipe; it goes on writing and serving. */
     CHECK_INT(kill(s.pid, SIGKILL), ==, 0);
     CHECK_INT(reap(s.pid, WAIT_MS), ==, 128 + SIGKILL);
-    int before = count(s.log, "gen 1: tick");
+    int before = count_in_log(s.log, "gen 1: tick");
     int64_t end = now_ms() + WAIT_MS;
-    while (count(s.log, "gen 1: tick") < before + 3 && now_ms() < end)
+    while (count_in_log(s.log, "gen 1: tick") < before + 3 && now_ms() < end)
         sleep_ms(50);
-    CHECK_INT(count(s.log, "gen 1: tick"), >=, before + 3);
+    CHECK_INT(count_in_log(s.log, "gen 1: tick"), >=, before + 3);
     CHECK_INT(tcp_gen(port), ==, 1);
 
     /* Its whole process group, then everything that comes to us (the relay last). */

@@ -315,23 +315,6 @@ TEST(another_user_flooding_an_abstract_control_name_neither_delays_nor_floods_th
     check_no_children();
 }
 
-/* The NOTIFY_SOCKET of the process @pid, from its environment. */
-static void notify_of(pid_t pid, char *buf, size_t size) {
-    char path[64], env[8192];
-    snprintf(path, sizeof(path), "/proc/%d/environ", (int)pid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    CHECK(fd >= 0);
-    ssize_t n = read(fd, env, sizeof(env) - 1);
-    close(fd);
-    CHECK(n > 0);
-    env[n] = '\0';
-    buf[0] = '\0';
-    for (char *p = env; p < env + n; p += strlen(p) + 1)
-        if (strncmp(p, "NOTIFY_SOCKET=", 14) == 0)
-            snprintf(buf, size, "%s", p + 14);
-    CHECK(buf[0] != '\0');
-}
-
 /* The pid of generation @gen, from "afdt status --json". */
 static pid_t gen_pid(const char *ctl, int gen) {
     static char out[1 << 20];
@@ -399,7 +382,7 @@ TEST(another_user_can_neither_reach_nor_flood_the_notify_socket) {
     sv_init(&s);
     SV_START(&s, "--listen", "web=tcp:127.0.0.1:0");
     struct notify_flood f;
-    notify_of(gen_pid(s.ctl, 1), f.path, sizeof(f.path));
+    notify_socket_of(gen_pid(s.ctl, 1), f.path, sizeof(f.path));
     /* The directory it lives in is the supervisor's alone. */
     char dir[128];
     snprintf(dir, sizeof(dir), "%s", f.path);
@@ -441,7 +424,7 @@ TEST(a_lingering_socket_sent_to_the_notify_socket_does_not_stall_the_supervisor)
     sv_init(&s);
     SV_START(&s, "--listen", "web=tcp:127.0.0.1:0");
     char path[128];
-    notify_of(gen_pid(s.ctl, 1), path, sizeof(path));
+    notify_socket_of(gen_pid(s.ctl, 1), path, sizeof(path));
     /* Closed without changing it: its options are the sender's too. */
     int peer, listener, sock = lingering_socket(&peer, &listener);
     CHECK_INT(send_notify(path, "STATUS=kept", sock), ==, 0);
@@ -703,7 +686,7 @@ TEST(status_escapes_control_characters_and_json_is_valid_utf8) {
     snprintf(s.ctl, sizeof(s.ctl), "%s", tmp_path("ctl-\xff\xfe"));
     SV_START(&s, "--listen", "web=tcp:127.0.0.1:0");
     char path[128], out[8192];
-    notify_of(gen_pid(s.ctl, 1), path, sizeof(path));
+    notify_socket_of(gen_pid(s.ctl, 1), path, sizeof(path));
     CHECK_INT(send_notify(path, "STATUS=\x1b[2J\x1b]0;owned\x07red\xc3(", -1), ==, 0);
     for (int i = 0; i < 100; i++) {
         CHECK_INT(RUN_TOOL(out, "status", "--control", s.ctl), ==, 0);
@@ -735,7 +718,7 @@ TEST(extend_timeout_usec_out_of_range_is_explained_and_bounded) {
     pid_t restart =
         start_tool(log2, -1, (const char *const[]){"afdt", "restart", "--control", s.ctl, NULL});
     CHECK(wait_log(s.log, "generation 2 started", WAIT_MS));
-    notify_of(gen_pid(s.ctl, 2), path, sizeof(path));
+    notify_socket_of(gen_pid(s.ctl, 2), path, sizeof(path));
     /* Negative: before, the generation failed at once ("did not send READY=1 within 3s"). */
     CHECK_INT(send_notify(path, "EXTEND_TIMEOUT_USEC=-1000000", -1), ==, 0);
     CHECK(wait_log(s.log, "EXTEND_TIMEOUT_USEC", WAIT_MS));
@@ -748,7 +731,7 @@ TEST(extend_timeout_usec_out_of_range_is_explained_and_bounded) {
     restart =
         start_tool(log2, -1, (const char *const[]){"afdt", "restart", "--control", s.ctl, NULL});
     CHECK(wait_log(s.log, "generation 3 started", WAIT_MS));
-    notify_of(gen_pid(s.ctl, 3), path, sizeof(path));
+    notify_socket_of(gen_pid(s.ctl, 3), path, sizeof(path));
     CHECK_INT(send_notify(path, "EXTEND_TIMEOUT_USEC=99999999999999999999999", -1), ==, 0);
     CHECK_INT(reap(restart, 3 * WAIT_MS), ==, 1);
     CHECK(wait_log(log2, "restart 2 failed: generation 3", 1));

@@ -39,20 +39,9 @@ static int race_links(void *arg) {
     return 0;
 }
 
-/* The directory of @pid's NOTIFY_SOCKET, from its environment. */
+/* The directory of @pid's NOTIFY_SOCKET. */
 static void notify_dir_of(pid_t pid, char *buf, size_t size) {
-    char path[64], env[16384];
-    snprintf(path, sizeof(path), "/proc/%d/environ", (int)pid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    CHECK(fd >= 0);
-    ssize_t n = read(fd, env, sizeof(env) - 1);
-    close(fd);
-    CHECK(n > 0);
-    env[n] = '\0';
-    buf[0] = '\0';
-    for (char *p = env; p < env + n; p += strlen(p) + 1)
-        if (strncmp(p, "NOTIFY_SOCKET=", 14) == 0)
-            snprintf(buf, size, "%s", p + 14);
+    notify_socket_of(pid, buf, size);
     char *slash = strrchr(buf, '/');
     CHECK(slash != NULL);
     *slash = '\0';

@@ -318,3 +318,28 @@ void load_stop(struct load *l, unsigned long *ok, unsigned long *failed) {
     *failed = 1;
     CHECK_INT(sscanf(buf, "ok %lu failed %lu refused %lu", ok, failed, &l->refused), ==, 3);
 }
+
+int count_in_log(const char *log, const char *text) {
+    static char buf[1 << 20];
+    int n = 0;
+    read_file(log, buf, sizeof(buf));
+    for (const char *p = buf; (p = strstr(p, text)) != NULL; p += strlen(text))
+        n++;
+    return n;
+}
+
+void notify_socket_of(pid_t pid, char *buf, size_t size) {
+    char path[64], env[16384];
+    snprintf(path, sizeof(path), "/proc/%d/environ", (int)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    CHECK(fd >= 0);
+    ssize_t n = read(fd, env, sizeof(env) - 1);
+    close(fd);
+    CHECK(n > 0);
+    env[n] = '\0';
+    buf[0] = '\0';
+    for (char *p = env; p < env + n; p += strlen(p) + 1)
+        if (strncmp(p, "NOTIFY_SOCKET=", 14) == 0)
+            snprintf(buf, size, "%s", p + 14);
+    CHECK(buf[0] != '\0');
+}

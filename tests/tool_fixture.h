@@ -51,6 +51,10 @@ struct sockaddr_in loopback(int port);
 int tcp_gen(int port);
 int unix_ask(const char *path, char *buf, size_t size);
 int udp_ask(int port, char *buf, size_t size);
+/* How many times @text is in the file @log. */
+int count_in_log(const char *log, const char *text);
+/* The NOTIFY_SOCKET of process @pid, from its environment (the test fails without one). */
+void notify_socket_of(pid_t pid, char *buf, size_t size);
 
 /* A load: a process sending requests to 127.0.0.1:PORT, one new connection each, counting
  * answers and failures, until load_stop(). */
