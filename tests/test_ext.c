@@ -1406,6 +1406,7 @@ static int send_10000_tagged(void *arg) {
     }
     struct afdt_error_t err = AFDT_ERROR_T_INIT;
     CHECK_INT(afdt_send_named_fds(sock, NULL, 0, set, 10000, &err), ==, 0);
+    afdt_named_fds_free(set, 10000, 1); /* sent: the copies are the receiver's */
     return 0;
 }
 
