@@ -193,19 +193,27 @@ void wait_relays(struct sup *s) {
     free(s->relays);
 }
 
+/* A new generation @id of @s, owning no descriptor yet (each starts at -1), or NULL. */
+static struct gen *gen_new(struct sup *s, int id) {
+    struct gen *g = calloc(1, sizeof(*g));
+    if (g == NULL)
+        return NULL;
+    g->sup = s;
+    g->id = id;
+    g->notify_fd = -1;
+    g->pidfd = -1;
+    g->gone_fd = -1;
+    return g;
+}
+
 /* Start generation s->next_gen: its notify socket, then COMMAND.  NULL with @why on failure. */
 struct gen *gen_start(struct sup *s, char *why, size_t size) {
-    struct gen *g = calloc(1, sizeof(*g));
+    struct gen *g = gen_new(s, s->next_gen++);
     if (g == NULL) {
         snprintf(why, size, "out of memory");
         return NULL;
     }
-    g->sup = s;
-    g->id = s->next_gen++;
-    g->notify_fd = -1;
-    g->pidfd = -1;
     g->drain_sig = s->args->stop_signal;
-    g->gone_fd = -1;
     procs_init(&g->procs, g->id, true);
     snprintf(g->notify_path, sizeof(g->notify_path), "%s/notify-%d", s->notify_dir, g->id);
     g->notify_fd = notify_open(g->notify_path);
@@ -278,20 +286,16 @@ fail:
  * generation's), in @state.  NULL after saying why. */
 struct gen *gen_foreign(struct sup *s, int id, pid_t pid, int pidfd, enum gen_state state,
                         bool own_group, int drain_sig) {
-    struct gen *g = calloc(1, sizeof(*g));
+    struct gen *g = gen_new(s, id);
     if (g == NULL) {
         say("out of memory");
         close(pidfd);
         return NULL;
     }
-    g->sup = s;
-    g->id = id;
     g->pid = pid;
     g->proc = proc_id_of(pid);
     g->state = state;
     g->started_ms = now_ms();
-    g->notify_fd = -1;
-    g->gone_fd = -1;
     g->foreign = true;
     procs_init(&g->procs, id, false);
     procs_follow(&g->procs, pid); /* in the cgroup its dead supervisor made, if any */
